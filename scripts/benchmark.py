@@ -1,0 +1,165 @@
+"""Speed and memory of training and prediction for one or more tricks, on a given data file.
+
+Prints, per trick: training titles/s, prediction titles/s, peak resident memory (and peak
+CUDA memory on a GPU), parameter count, and each speed relative to the first trick. Each
+trick runs in its own process so peak memory is its own; all run in one invocation so
+the ratios compare like with like.
+
+    python scripts/benchmark.py --train-file ../shared/data/jd/train.txt \
+        --predict-file ../shared/data/jd/sample_per_line_preliminary_A.txt \
+        --tricks baseline --train-titles 640 --predict-titles 2000
+
+Settings come from ``conf/base`` exactly as ``kedro run --params=trick:<name>`` resolves
+them; ``--set key=value`` overrides a training setting (e.g. ``--set optim.batch_size=16``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_parameters(conf: Path) -> dict:
+    from kedro.config import OmegaConfigLoader
+
+    loader = OmegaConfigLoader(str(conf), base_env="base", default_run_env="local")
+    return loader["parameters"]
+
+
+def _override(config: dict, assignments: list[str]) -> None:
+    import yaml
+
+    for item in assignments:
+        key, _, value = item.partition("=")
+        *path, last = key.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+
+
+def measure_one(args: argparse.Namespace) -> dict:
+    """Train one epoch on ``--train-titles`` titles and predict
+    ``--predict-titles`` titles; report speeds and this process's peak memory."""
+    import torch
+
+    from jd_ner.config import resolve_trick
+    from jd_ner.datasets import RawFile
+    from jd_ner.encoding import encode_titles, examples_from_frame
+    from jd_ner.modeling.predict import predict_spans
+    from jd_ner.modeling.training import TrainConfig, fit, resolve_device
+    from jd_ner.modeling.tricks import build_objective
+    from jd_ner.pipelines.features.nodes import (
+        build_bigram_vocabulary,
+        build_char_vocabulary,
+        build_label_schema,
+    )
+    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
+    from jd_ner.pipelines.train.nodes import build_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_parameters(args.conf)
+    config = resolve_trick(args.trick, params["train"])
+    _override(config, args.set or [])
+    raw = RawFile(str(args.train_file), Path(args.train_file).read_bytes())
+    titles, _ = parse_labelled_titles(raw, params["ingest"])
+    train = titles.iloc[: args.train_titles].reset_index(drop=True)
+    features = params["features"]
+    char_vocab = build_char_vocabulary(titles, params["pretrained_encoder"], features)
+    bigram_vocab = build_bigram_vocabulary(titles, features)
+    schema = build_label_schema(titles, titles.iloc[:0])
+    torch.manual_seed(0)
+    model = build_model(config, char_vocab, bigram_vocab, schema, features,
+                        params["pretrained_encoder"])
+    optim = TrainConfig(**{**config["optim"], "epochs": 1, "progress": False})
+    device = resolve_device(optim.device)
+    encoded = encode_titles(train, model.char_vocab, model.bigram_vocab, model.labels,
+                            model.spec.max_chars, model.spec.window_stride)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    # One epoch through the real training loop; the no-op evaluation keeps it to training.
+    record = fit(model, examples_from_frame(encoded), optim,
+                 build_objective(config["objective"], model), lambda m: {"dev_f1": 0.0}).history[0]
+    model.to(device)
+
+    if args.predict_file:
+        test = parse_test_titles(RawFile(str(args.predict_file), Path(args.predict_file).read_bytes()))
+    else:
+        test = titles
+    test = test.iloc[: args.predict_titles].reset_index(drop=True)
+    start = time.perf_counter()
+    encoded_test = encode_titles(test.assign(spans="[]"), model.char_vocab, model.bigram_vocab,
+                                 model.labels, model.spec.max_chars, model.spec.window_stride)
+    predict_spans(model, examples_from_frame(encoded_test), optim.eval_batch_size, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    predict_seconds = time.perf_counter() - start
+    result = {
+        "trick": config["trick"],
+        "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else
+                                 f" ({torch.get_num_threads()} threads)"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_titles": len(train),
+        "train_titles_per_s": record["train_titles_per_s"],
+        "train_seconds_per_step": record["train_seconds"] / -(-len(train) // optim.batch_size),
+        "predict_titles": len(test),
+        "predict_titles_per_s": len(test) / predict_seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-file", type=Path, required=True, help="BIO file to train on")
+    parser.add_argument("--predict-file", type=Path,
+                        help="one-title-per-line file to predict (default: the train titles)")
+    parser.add_argument("--tricks", default="baseline",
+                        help="comma-separated tricks to compare; ratios are relative to the first")
+    parser.add_argument("--train-titles", type=int, default=640)
+    parser.add_argument("--predict-titles", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a resolved training setting, e.g. optim.batch_size=16")
+    parser.add_argument("--conf", type=Path, default=ROOT / "conf")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: measure one trick
+    args = parser.parse_args()
+
+    if args.trick:
+        print(json.dumps(measure_one(args)))
+        return
+    results = []
+    for trick in [t.strip() for t in args.tricks.split(",") if t.strip()]:
+        cmd = [sys.executable, __file__, "--trick", trick, *sys.argv[1:]]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"benchmark of {trick} failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = results[0]
+    header = (f"{'trick':<28}{'params':>11}{'train t/s':>11}{'step ×':>8}"
+              f"{'predict t/s':>13}{'peak RSS MiB':>14}")
+    print(f"device: {base['device']}; train titles: {base['train_titles']}; "
+          f"predict titles: {base['predict_titles']}")
+    print(header)
+    for r in results:
+        print(f"{r['trick']:<28}{r['parameters']:>11,}{r['train_titles_per_s']:>11.1f}"
+              f"{r['train_seconds_per_step'] / base['train_seconds_per_step']:>8.2f}"
+              f"{r['predict_titles_per_s']:>13.1f}{r['peak_rss_mib']:>14.0f}"
+              + (f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Kedro datasets of this project: raw contest files and saved models.
+
+A model is a folder with ``model.safetensors`` (weights) and ``config.json`` (its
+:class:`~jd_ner.modeling.model.ModelSpec`: hyper-parameters, labels, vocabularies).
+Loading needs nothing else and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class RawFile:
+    """A raw input file's bytes and the path they came from (for error messages)."""
+
+    def __init__(self, path: str, data: bytes):
+        self.path, self.data = path, data
+
+    def __repr__(self) -> str:
+        return f"RawFile({self.path!r}, {len(self.data)} bytes)"
+
+
+class RawFileDataset(AbstractDataset[None, RawFile]):
+    """Read-only raw file, loaded as bytes so that decoding errors can name their line.
+
+    ``how_to_get`` is shown when the file is missing.
+    """
+
+    def __init__(self, filepath: str, how_to_get: str = "", metadata: dict | None = None):
+        self._filepath = str(filepath)
+        self._how_to_get = how_to_get
+        self.metadata = metadata
+
+    def load(self) -> RawFile:
+        path = Path(self._filepath)
+        if not path.is_file():
+            hint = f" {self._how_to_get}" if self._how_to_get else ""
+            raise DatasetError(
+                f"raw input file not found: {self._filepath} (resolved: {path.resolve()}).{hint}"
+            )
+        return RawFile(self._filepath, path.read_bytes())
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{self._filepath} is a raw input: the pipeline never writes it")
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}
+
+
+def save_model(model, directory: str | os.PathLike) -> None:
+    """Write weights and spec atomically: into a temporary folder, then renamed."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "jd_ner.model/1"})
+        (tmp / CONFIG).write_text(json.dumps(model.spec.to_dict(), ensure_ascii=False, indent=1),
+                                  encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(directory: str | os.PathLike):
+    """Rebuild a model from its folder; no pickle, no external configuration."""
+    from safetensors.torch import load_file
+
+    from jd_ner.modeling.model import ModelSpec, NerModel
+
+    directory = Path(directory)
+    for name in (WEIGHTS, CONFIG):
+        if not (directory / name).is_file():
+            raise DatasetError(f"{directory} is not a saved jd_ner model: {name} is missing")
+    spec = ModelSpec.from_dict(json.loads((directory / CONFIG).read_text(encoding="utf-8")))
+    model = NerModel(spec)
+    state = load_file(str(directory / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DatasetError(
+            f"{directory}: weights do not match config.json (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+    model.eval()
+    return model
+
+
+class NerModelDataset(AbstractVersionedDataset[Any, Any]):
+    """A versioned model folder (safetensors + JSON)."""
+
+    def __init__(self, filepath: str, version: Version | None = None,
+                 metadata: dict | None = None):
+        super().__init__(PurePosixPath(filepath), version)
+        self.metadata = metadata
+
+    def load(self):
+        return load_model(self._get_load_path())
+
+    def save(self, model) -> None:
+        save_model(model, self._get_save_path())
+
+    def _exists(self) -> bool:
+        try:
+            return Path(self._get_load_path(), CONFIG).is_file()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}
+
+
+def saved_path(dataset: AbstractDataset) -> Path | None:
+    """Where a file-backed dataset last saved (its versioned path when versioned)."""
+    filepath = getattr(dataset, "_filepath", None)
+    if filepath is None:
+        return None
+    if isinstance(dataset, AbstractVersionedDataset) and getattr(dataset, "_version", None):
+        version = dataset.resolve_save_version()
+        return Path(str(dataset._get_versioned_path(version)))
+    return Path(str(filepath))

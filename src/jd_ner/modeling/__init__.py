@@ -1,0 +1,1 @@
+"""Model, losses, decoding and the training loop (no I/O)."""

@@ -1,0 +1,92 @@
+"""Losses over GlobalPointer scores.
+
+Scores are (B, T, L, L); ``valid`` is a boolean mask broadcastable to them. Invalid
+cells are removed with ``torch.where(..., -inf)`` before a log-sum-exp, never by
+adding a large negative constant: such constants leak into soft labels, divergences
+and half-precision arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NEG_INF = float("-inf")
+
+
+def _logsumexp_with_zero(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + sum(exp(x))) over the last dim; -inf entries contribute nothing."""
+    zeros = torch.zeros_like(x[..., :1])
+    return torch.logsumexp(torch.cat([x, zeros], dim=-1), dim=-1)
+
+
+def multilabel_gp_loss(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                       reduction: str = "mean") -> torch.Tensor:
+    """Multilabel categorical cross-entropy per (sample, type) over valid cells.
+
+    log(1 + sum_neg e^s) + log(1 + sum_pos e^-s)  (kexue.fm/archives/7359).
+    Returns the mean over samples and types, or the (B, T) matrix with ``reduction='none'``.
+    """
+    b, t = scores.shape[:2]
+    scores = scores.float()
+    valid = valid.expand_as(scores)
+    pos = valid & labels.bool()
+    neg = valid & ~labels.bool()
+    s = scores.reshape(b, t, -1)
+    neg_term = _logsumexp_with_zero(torch.where(neg.reshape(b, t, -1), s, NEG_INF))
+    pos_term = _logsumexp_with_zero(torch.where(pos.reshape(b, t, -1), -s, NEG_INF))
+    loss = neg_term + pos_term
+    return loss.mean() if reduction == "mean" else loss
+
+
+def soft_label_gp_loss(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                       epsilon: float, reduction: str = "mean") -> torch.Tensor:
+    """Label-smoothed multilabel cross-entropy (kexue.fm/archives/9064).
+
+    p = y(1 - eps) + eps/2 per valid cell;
+    loss = log(1 + sum e^{s + log(1-p)}) + log(1 + sum e^{-s + log p}) over valid cells.
+    With eps = 0, log(1-p) is -inf on positives and log p is -inf on negatives, so
+    this is exactly :func:`multilabel_gp_loss`.
+    """
+    b, t = scores.shape[:2]
+    scores = scores.float()
+    valid = valid.expand_as(scores)
+    p = labels.float() * (1.0 - epsilon) + epsilon / 2.0
+    neg_logit = torch.where(valid, scores + torch.log1p(-p), NEG_INF)
+    pos_logit = torch.where(valid, -scores + torch.log(p), NEG_INF)
+    loss = _logsumexp_with_zero(neg_logit.reshape(b, t, -1)) + _logsumexp_with_zero(
+        pos_logit.reshape(b, t, -1))
+    return loss.mean() if reduction == "mean" else loss
+
+
+def gp_divergence(s: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """R-Drop divergence for GP scores (kexue.fm/archives/9039), per sample.
+
+    D(s, t) = sum over valid cells of (sigmoid(s) - sigmoid(t)) * (s - t). It is
+    symmetric, zero for s = t and non-negative. Logits are not clipped: clipping
+    them (as the write-up does) zeroes the gradient on every negative score.
+    """
+    s, t = s.float(), t.float()
+    cell = (torch.sigmoid(s) - torch.sigmoid(t)) * (s - t)
+    cell = torch.where(valid.expand_as(cell), cell, torch.zeros_like(cell))
+    return cell.flatten(1).sum(-1)
+
+
+def rdrop_loss(s: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, alpha: float) -> torch.Tensor:
+    """alpha/4 * mean(D(s, t) + D(t, s)) as in the write-up's weighting."""
+    return alpha / 4.0 * (gp_divergence(s, t, valid) + gp_divergence(t, s, valid)).mean()
+
+
+def simcse_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over two views (kexue.fm/archives/8348).
+
+    The 2B pooled vectors form a 2B x 2B cosine matrix / tau with self-pairs masked;
+    the target of row i is its other view. Mean over the 2B rows.
+    """
+    z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=-1)
+    n = z1.shape[0]
+    sim = z @ z.T / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, NEG_INF)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)

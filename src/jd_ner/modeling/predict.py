@@ -1,0 +1,45 @@
+"""Batched span prediction over windows of titles."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from jd_ner.modeling.batching import Collator, Example, move, sequential_batches
+from jd_ner.modeling.decode import ScoredSpan, merge_windows, spans_from_scores
+from jd_ner.modeling.model import NerModel
+
+
+def collator_for(model: NerModel) -> Collator:
+    vocab = model.char_vocab
+    return Collator(vocab.id_of("pad"), vocab.id_of("cls"), vocab.id_of("sep"),
+                    len(model.labels), with_bigrams=model.bigram_vocab is not None)
+
+
+@torch.no_grad()
+def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 64,
+                  device: torch.device | str = "cpu", progress: bool = False,
+                  threshold: float = 0.0) -> dict[int, list[ScoredSpan]]:
+    """Scored spans (character positions in the whole title) for every title id.
+
+    Every title id present in ``examples`` gets an entry, possibly empty.
+    """
+    was_training = model.training
+    model.eval()
+    collate = collator_for(model)
+    device = torch.device(device)
+    windows: dict[int, list] = defaultdict(list)
+    batches = list(sequential_batches(examples, batch_size))
+    for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, mininterval=5):
+        chunk = [examples[i] for i in idx]
+        batch = collate(chunk, with_labels=False)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            scores = model(move(batch, device))
+        for ex, spans in zip(chunk, spans_from_scores(scores.float(), batch["char_mask"].to(device),
+                                                      threshold), strict=True):
+            windows[ex.title_id].append((ex.char_start, len(ex), ex.title_length, spans))
+    model.train(was_training)
+    return {tid: merge_windows(w) for tid, w in windows.items()}

@@ -1,0 +1,158 @@
+"""The training loop: AdamW, linear warm-up and decay, clipping, AMP on CUDA, best epoch kept."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from jd_ner.modeling.batching import Example, length_bucketed_batches, move
+from jd_ner.modeling.model import NerModel
+from jd_ner.modeling.predict import collator_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; every field is a ``train.optim`` parameter."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    encoder_learning_rate: float | None = None  # None: same as learning_rate
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    eval_batch_size: int = 64
+    device: str = "auto"  # auto: cuda when available, else cpu
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaler)
+    threads: int = 0  # CPU threads for torch; 0 leaves torch's default
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _param_groups(model: NerModel, cfg: TrainConfig) -> list[dict]:
+    groups: dict[tuple[float, float], list] = {}
+    enc_lr = cfg.encoder_learning_rate or cfg.learning_rate
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        in_transformer = name.startswith("encoder.transformer.")
+        lr = enc_lr if in_transformer else cfg.learning_rate
+        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((lr, 0.0 if no_decay else cfg.weight_decay), []).append(param)
+    return [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
+
+
+def linear_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
+        evaluate: Callable[[NerModel], dict[str, float]],
+        on_epoch_end: Callable[[dict], None] | None = None,
+        score_key: str = "dev_f1") -> FitResult:
+    """Train ``model`` in place; at the end it holds the weights of its best epoch.
+
+    ``evaluate(model)`` returns dev metrics after each epoch, ``score_key`` among them;
+    ``on_epoch_end(record)`` receives the epoch's record (for logging).
+    """
+    if not train:
+        raise ValueError("no training examples")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    collate = collator_for(model)
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, cfg.warmup_ratio))
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    result = FitResult(best_epoch=0, best_score=float("-inf"))
+    best_state = None
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        totals: dict[str, float] = {}
+        batches = length_bucketed_batches(train, cfg.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not cfg.progress, mininterval=5)
+        for idx in bar:
+            batch = move(collate([train[i] for i in idx]), device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss, parts = objective(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            for key, value in {"train_loss": loss.detach(), **parts}.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * len(idx)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        train_seconds = time.perf_counter() - start
+        record = {"epoch": epoch, **{k: v / len(train) for k, v in totals.items()},
+                  "train_seconds": train_seconds, "train_titles_per_s": len(train) / train_seconds,
+                  "lr": scheduler.get_last_lr()[0]}
+        eval_start = time.perf_counter()
+        record.update(evaluate(model))
+        record["eval_seconds"] = time.perf_counter() - eval_start
+        score = record[score_key]
+        if score > result.best_score:
+            result.best_score, result.best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        result.history.append(record)
+        logger.info("epoch %d: %s", epoch, ", ".join(
+            f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    model.load_state_dict(best_state)
+    model.to("cpu")
+    return result
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,106 @@
+"""Encoded windows + resolved configuration -> a trained model and its learning curve."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from jd_ner.config import resolve_trick
+from jd_ner.encoding import examples_from_frame, gold_entities
+from jd_ner.evaluation import flat_entities, raw_entities
+from jd_ner.metrics import micro_prf
+from jd_ner.modeling.encoder import EncoderConfig
+from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
+from jd_ner.modeling.predict import predict_spans
+from jd_ner.modeling.training import TrainConfig, fit, resolve_device
+from jd_ner.modeling.tricks import build_objective
+from jd_ner.tracking import log_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_training_config(trick: str, train: dict) -> dict:
+    """The run's complete training settings: base ``train`` parameters plus the presets
+    named by ``trick`` (``a+b`` applies ``a`` then ``b``)."""
+    config = resolve_trick(trick, train)
+    logger.info("trick %s", config["trick"])
+    return config
+
+
+def _load_pretrained(path: str):
+    from transformers import AutoModel
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"pretrained_encoder: {path} is not a directory")
+    return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+
+
+def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, label_schema: dict,
+                features: dict, pretrained_encoder: str | None) -> NerModel:
+    """A fresh model from the resolved configuration and the features' vocabularies."""
+    model_cfg = config["model"]
+    encoder = EncoderConfig(**model_cfg["encoder"])
+    transformer = None
+    if pretrained_encoder:
+        encoder.kind, encoder.pretrained_path = "pretrained", str(pretrained_encoder)
+        transformer = _load_pretrained(str(pretrained_encoder))
+    spec = ModelSpec(
+        labels=list(label_schema["labels"]),
+        char_vocab=char_vocab,
+        encoder=encoder,
+        head=HeadConfig(**model_cfg["head"]),
+        bigram_vocab=bigram_vocab if encoder.bigram_dim > 0 else None,
+        max_chars=int(features["max_chars"]),
+        window_stride=int(features["window_stride"]),
+    )
+    limit = transformer.config.max_position_embeddings if transformer is not None \
+        else encoder.max_positions
+    if spec.max_chars + 2 > limit:
+        raise ValueError(f"features.max_chars={spec.max_chars} (+[CLS]/[SEP]) exceeds the "
+                         f"encoder's {limit} positions")
+    return NerModel(spec, transformer=transformer)
+
+
+def train_model(train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
+                dev_titles: pd.DataFrame, char_vocab: dict, bigram_vocab: dict,
+                label_schema: dict, config: dict, features: dict, decode: dict,
+                pretrained_encoder: str | None) -> tuple[NerModel, pd.DataFrame]:
+    """Train, evaluating flat-BIO entity F1 on dev after each epoch; keep the best epoch.
+
+    Per-epoch metrics go to MLflow as they come, so a long run can be watched.
+    """
+    model = build_model(config, char_vocab, bigram_vocab, label_schema, features,
+                        pretrained_encoder)
+    optim = TrainConfig(**config["optim"])
+    n_params = sum(p.numel() for p in model.parameters())
+    head_params = sum(p.numel() for p in model.head.parameters())
+    logger.info("model: %d parameters (%d in the head)", n_params, head_params)
+    log_metrics({"n_parameters": n_params, "n_head_parameters": head_params})
+    train = examples_from_frame(train_encoded)
+    dev = examples_from_frame(dev_encoded)
+    gold = gold_entities(dev_titles)
+    labels = model.labels
+    device = resolve_device(optim.device)
+
+    def evaluate(m: NerModel) -> dict[str, float]:
+        start = time.perf_counter()
+        pred = predict_spans(m, dev, optim.eval_batch_size, device)
+        seconds = time.perf_counter() - start
+        flat = micro_prf(flat_entities(pred, labels, decode["overlap"]), gold)
+        raw = micro_prf(raw_entities(pred, labels), gold)
+        return {**flat.as_dict("dev_"), "dev_raw_f1": raw.f1,
+                "dev_titles_per_s": len(dev_titles) / seconds}
+
+    objective = build_objective(config["objective"], model)
+    started = time.perf_counter()
+    result = fit(model, train, optim, objective, evaluate,
+                 on_epoch_end=lambda rec: log_metrics(rec, step=rec["epoch"]))
+    minutes = (time.perf_counter() - started) / 60
+    log_metrics({"best_dev_f1": result.best_score, "best_epoch": result.best_epoch,
+                 "train_minutes": minutes})
+    logger.info("best dev F1 %.4f at epoch %d (%.1f min)", result.best_score,
+                result.best_epoch, minutes)
+    return model, pd.DataFrame(result.history)

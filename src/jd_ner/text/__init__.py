@@ -1,0 +1,1 @@
+"""Raw text formats and vocabularies."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny synthetic data, a tiny model, and a throw-away project copy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from jd_ner.demo import generate
+from jd_ner.text.bio import format_submission, spans_to_tags
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A model small enough to train a few steps in about a second.
+TINY_MODEL = {
+    "encoder": {"kind": "bert", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                "intermediate_size": 64, "dropout": 0.1, "max_positions": 64,
+                "bigram_dim": 16, "lstm_hidden": 16, "lstm_layers": 1},
+    "head": {"kind": "gp", "head_size": 8, "rope": True},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_titles():
+    return generate(60, seed=7)
+
+
+def write_bio(path: Path, titles) -> Path:
+    path.write_text(format_submission([t for t, _ in titles],
+                                      [spans_to_tags(len(t), s) for t, s in titles]),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_titles):
+    """A copy of the project's configuration with tiny raw inputs, to run Kedro in."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copy(ROOT / ".telemetry", root / ".telemetry")
+    shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()  # the package itself is installed in the environment
+    raw = root / "data" / "01_raw"
+    raw.mkdir(parents=True)
+    write_bio(raw / "synthetic_train.txt", tiny_titles[:50])
+    long_title = "".join(t for t, _ in tiny_titles[50:60])  # longer than a tiny window
+    (raw / "synthetic_test.txt").write_text(
+        "\n".join([t for t, _ in tiny_titles[50:58]] + [long_title]) + "\n", encoding="utf-8")
+    return root

@@ -1,0 +1,82 @@
+"""The whole DAG in a Kedro session, and the project CLI, on tiny synthetic data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from jd_ner.cli import normalise_params
+from jd_ner.text.bio import parse_bio, validate_submission
+
+from .conftest import TINY_MODEL
+
+TINY_RUN = {
+    "train": {"model": TINY_MODEL, "optim": {"epochs": 1, "batch_size": 8, "progress": False}},
+    "features": {"max_chars": 30, "window_stride": 20},
+}
+
+
+def newest(folder: Path, name: str) -> Path:
+    versions = sorted((folder / name).iterdir())
+    return versions[-1] / name
+
+
+def test_session_runs_ingest_to_submit(project, monkeypatch):
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
+        session.run()
+    data = project / "data"
+    model_dir = newest(data / "06_models", "ner_model")
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
+    assert newest(data / "08_reporting", "learning_curve.png").stat().st_size > 0
+    assert newest(data / "08_reporting", "dev_per_type.csv").is_file()
+    submission = newest(data / "07_model_output", "submission.txt").read_text(encoding="utf-8")
+    test_titles = (data / "01_raw" / "synthetic_test.txt").read_text(encoding="utf-8").splitlines()
+    validate_submission(submission, test_titles)
+    assert len(test_titles[-1]) > 30  # the long title went through overlapping windows
+    parsed, _ = parse_bio(submission, "submission")
+    assert [t.text for t in parsed] == test_titles
+    assert (project / "mlflow.db").is_file()
+
+
+def test_colon_and_equals_params_are_the_same():
+    assert normalise_params(["trick:mixup"]) == "trick=mixup"
+    assert normalise_params(["trick=mixup"]) == "trick=mixup"
+    assert normalise_params(["train_file:C:/x.txt", "b=c:d"]) == "train_file=C:/x.txt,b=c:d"
+
+
+def kedro(project, *args):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
+    kedro_bin = Path(sys.executable).with_name("kedro")
+    return subprocess.run([str(kedro_bin), *args], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("syntax", ["--params=trick:nope", "--params=trick=nope"])
+@pytest.mark.parametrize("pipeline_flag", ["--pipeline=train", "--pipelines=train"])
+def test_cli_accepts_both_params_syntaxes_and_lists_known_tricks(project, syntax, pipeline_flag):
+    result = kedro(project, "run", pipeline_flag, syntax, "--nodes=resolve_training_config")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "unknown trick 'nope'" in output and "known tricks: baseline" in output
+
+
+def test_cli_runs_with_a_colon_param_and_raw_file_paths(project, tmp_path):
+    other = tmp_path / "elsewhere.txt"
+    other.write_text("a B-x\nb I-x\n\nc O\nd B-y\n\n", encoding="utf-8")
+    result = kedro(project, "run", "--pipeline=ingest", f"--params=train_file:{other},trick:baseline")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = sorted((project / "data/08_reporting/ingest_report.json").iterdir())[-1]
+    assert str(other) in report.joinpath("ingest_report.json").read_text()
+
+
+def test_missing_raw_file_names_the_path_and_how_to_get_it(project):
+    result = kedro(project, "run", "--pipeline=ingest", "--params=train_file=nowhere/train.txt")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "nowhere/train.txt" in output and "--params=train_file=PATH" in output

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
+# Tiny models gain nothing from threads, and oversubscribed cores slow them tenfold;
+# subprocesses (kedro runs) inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from jd_ner.demo import generate
 from jd_ner.text.bio import format_submission, spans_to_tags
 
 ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # A model small enough to train a few steps in about a second.
 TINY_MODEL = {
@@ -33,9 +41,21 @@ def write_bio(path: Path, titles) -> Path:
     return path
 
 
+def _end_mlflow_runs() -> None:
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
 @pytest.fixture()
 def project(tmp_path, tiny_titles):
-    """A copy of the project's configuration with tiny raw inputs, to run Kedro in."""
+    """A copy of the project's configuration with tiny raw inputs, to run Kedro in.
+
+    kedro-mlflow re-opens its run before every node and closes it once, so an in-process
+    session leaves MLflow runs open; they are closed here so sessions stay independent.
+    """
+    _end_mlflow_runs()
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
@@ -49,4 +69,5 @@ def project(tmp_path, tiny_titles):
     long_title = "".join(t for t, _ in tiny_titles[50:60])  # longer than a tiny window
     (raw / "synthetic_test.txt").write_text(
         "\n".join([t for t, _ in tiny_titles[50:58]] + [long_title]) + "\n", encoding="utf-8")
-    return root
+    yield root
+    _end_mlflow_runs()

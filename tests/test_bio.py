@@ -34,9 +34,9 @@ def test_crlf_and_bom_are_tolerated():
 
 
 def test_any_tag_names_and_several_blank_lines():
-    titles, _ = parse("苹 B-品牌\n果 I-品牌\n\n\n\n手 B-product type\n机 I-product type\n")
+    titles, _ = parse("苹 B-品牌\n果 I-品牌\n\n\n\n手 B-product_type\n机 I-product_type\t \n")
     assert titles[0].spans == ((0, 1, "品牌"),)
-    assert titles[1].spans == ((0, 1, "product type"),)
+    assert titles[1].spans == ((0, 1, "product_type"),)
 
 
 def test_orphan_inside_title_is_repaired_and_counted():
@@ -53,7 +53,7 @@ def test_orphan_is_an_error_when_configured():
     assert "d I-4" in str(err.value)
 
 
-@pytest.mark.parametrize("line", ["ab O", "a", "a X-1", "a B-", "aO"])
+@pytest.mark.parametrize("line", ["ab O", "a", "a X-1", "a B-", "aO", "a B-1 junk", "a O x"])
 def test_malformed_line_names_file_line_and_content(line):
     with pytest.raises(InputFormatError) as err:
         parse(f"x O\n\ny O\n{line}\n")
@@ -91,7 +91,7 @@ def test_title_lines_keep_spaces_and_reject_inner_blank_lines():
 
 
 def test_gold_spans_round_trip_through_bio():
-    spans = [(0, 2, "4"), (4, 4, "1"), (5, 9, "a b")]
+    spans = [(0, 2, "4"), (4, 4, "1"), (5, 9, "a-b")]
     assert tags_to_spans(spans_to_tags(10, spans), orphan="error") == spans
 
 

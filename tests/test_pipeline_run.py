@@ -1,5 +1,6 @@
 """The whole DAG in a Kedro session, and the project CLI, on tiny synthetic data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,27 @@ def test_missing_raw_file_names_the_path_and_how_to_get_it(project):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "nowhere/train.txt" in output and "--params=train_file=PATH" in output
+
+
+def preset_names():
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "conf/base/parameters_train.yml").read_text())
+    return sorted(params["train"]["presets"])
+
+
+@pytest.mark.parametrize("trick", preset_names())
+def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    params = {**TINY_RUN, "trick": trick}
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=["train"])
+    history = (project / "data/08_reporting/training_history.csv")
+    import pandas as pd
+
+    frame = pd.read_csv(sorted(history.iterdir())[-1] / "training_history.csv")
+    assert len(frame) == 1 and frame["train_loss"].notna().all()
+    assert all(pd.Series(frame["train_loss"]).apply(lambda v: v == v and abs(v) < float("inf")))
+    config = json.loads(newest(project / "data/06_models", "training_config.json").read_text())
+    assert config["trick"] == trick

@@ -19,6 +19,14 @@ from jd_ner.datasets import saved_path
 logger = logging.getLogger(__name__)
 
 
+def library_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import version
+
+    libs = ("torch", "transformers", "kedro", "kedro-mlflow", "mlflow", "numpy", "pandas")
+    return {"python": platform.python_version(), **{f"lib.{n}": version(n) for n in libs}}
+
+
 def _active_run() -> bool:
     import mlflow
 
@@ -35,14 +43,21 @@ class MlflowArtifactsHook:
 
     @hook_impl
     def after_node_run(self, node, outputs: dict) -> None:
-        config = outputs.get("training_config")
-        if config is None or not _active_run():
+        if not _active_run():
             return
         import mlflow
 
-        params = {f"run.{k}": v for k, v in flatten(config).items()}
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        mlflow.set_tag("trick", config["trick"])
+        report = outputs.get("ingest_report")
+        if report is not None:  # which data this run saw
+            mlflow.set_tags({"data.train_file": report["source"],
+                             "data.train_sha256": report["source_sha256"],
+                             "data.titles": report["titles_kept"]})
+        config = outputs.get("training_config")
+        if config is not None:  # the resolved settings, the seed among them
+            params = {f"run.{k}": v for k, v in flatten(config).items()}
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            mlflow.set_tags({"trick": config["trick"], "seed": config["optim"]["seed"],
+                             **library_versions()})
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data, node) -> None:

@@ -13,4 +13,7 @@ HOOKS = (MlflowArtifactsHook(),)
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # conf/local/parameters*.yml may override single nested settings (e.g. only
+    # train.optim.epochs) without repeating the rest of the section.
+    "merge_strategy": {"parameters": "soft"},
 }

@@ -95,11 +95,15 @@ class CharEncoder(nn.Module):
     def num_hidden_layers(self) -> int:
         return self.transformer.config.num_hidden_layers
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                bigram_ids: torch.Tensor | None = None, all_layers: bool = False):
+    def embed(self, input_ids: torch.Tensor, bigram_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings (characters plus bigrams), before position embeddings."""
         embeds = self.transformer.get_input_embeddings()(input_ids)
         if self.bigram is not None:
             embeds = embeds + self.bigram(bigram_ids)
+        return embeds
+
+    def encode(self, embeds: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False):
+        """Transformer (and BiLSTM) over input embeddings -> (features, hidden states or None)."""
         out = self.transformer(inputs_embeds=embeds, attention_mask=attention_mask,
                                output_hidden_states=all_layers)
         h = out.last_hidden_state
@@ -110,3 +114,7 @@ class CharEncoder(nn.Module):
                                        total_length=h.shape[1])
             h = self.lstm_dropout(h)
         return h, (out.hidden_states if all_layers else None)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                bigram_ids: torch.Tensor | None = None, all_layers: bool = False):
+        return self.encode(self.embed(input_ids, bigram_ids), attention_mask, all_layers)

@@ -76,8 +76,19 @@ class NerModel(nn.Module):
     def labels(self) -> list[str]:
         return self.spec.labels
 
-    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        h, _ = self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("bigram_ids"))
+    def features(self, batch: dict[str, torch.Tensor], mixer=None) -> torch.Tensor:
+        """Per-token features (B, L, H) that the head scores.
+
+        ``mixer`` (mixup) blends each row with another row of the batch, at the input
+        embeddings or at the encoder output, as its ``layer`` says.
+        """
+        mask = batch["attention_mask"]
+        embeds = self.encoder.embed(batch["input_ids"], batch.get("bigram_ids"))
+        if mixer is not None and mixer.layer == "embeddings":
+            embeds, mask = mixer(embeds), mixer.union(mask)
+        h, _ = self.encoder.encode(embeds, mask)
+        if mixer is not None and mixer.layer == "encoder":
+            h = mixer(h)
         return h
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

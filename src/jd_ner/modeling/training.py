@@ -7,7 +7,8 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaler)
     threads: int = 0  # CPU threads for torch; 0 leaves torch's default
     progress: bool = True
+    checkpoint_every: int = 200  # steps between mid-epoch checkpoints (0: epoch ends only)
+    resume: str = "auto"  # auto: resume a checkpoint of the same run if any; never; required
 
 
 @dataclass
@@ -44,6 +47,19 @@ class FitResult:
     best_epoch: int
     best_score: float
     history: list[dict] = field(default_factory=list)
+    resumed_from: str | None = None  # "epoch E, batch B" when a checkpoint was resumed
+
+
+class Checkpoints(Protocol):
+    """Where ``fit`` keeps its resumable state (see ``jd_ner.datasets.CheckpointDir``)."""
+
+    every: int  # optimizer steps between mid-epoch checkpoints; 0: epoch ends only
+
+    def load(self) -> dict | None: ...
+
+    def save(self, state: dict) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 def seed_everything(seed: int) -> None:
@@ -82,14 +98,52 @@ def linear_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], fl
     return factor
 
 
+def _rng_state(rng: random.Random) -> dict:
+    # Only tensors and plain Python values: the checkpoint loads with weights_only=True.
+    state = {"python_batches": rng.getstate(), "python": random.getstate(),
+             "numpy": [v.tolist() if isinstance(v, np.ndarray) else v
+                       for v in np.random.get_state()],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(rng: random.Random, state: dict) -> None:
+    def tuples(x):
+        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+    rng.setstate(tuples(state["python_batches"]))
+    random.setstate(tuples(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class OutOfMemory(RuntimeError):
+    """Out of accelerator memory, with the batch that did not fit."""
+
+
+def _is_oom(err: BaseException) -> bool:
+    text = str(err).lower()
+    return (isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in text
+            or "can't allocate memory" in text)
+
+
 def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         evaluate: Callable[[NerModel], dict[str, float]],
         on_epoch_end: Callable[[dict], None] | None = None,
-        score_key: str = "dev_f1") -> FitResult:
+        score_key: str = "dev_f1", checkpoints: Checkpoints | None = None) -> FitResult:
     """Train ``model`` in place; at the end it holds the weights of its best epoch.
 
     ``evaluate(model)`` returns dev metrics after each epoch, ``score_key`` among them;
-    ``on_epoch_end(record)`` receives the epoch's record (for logging).
+    ``on_epoch_end(record)`` receives the epoch's record (for logging). With
+    ``checkpoints``, the complete state (weights, optimizer, scheduler, loss scaler, RNG
+    states, position in the epoch, best epoch so far) is saved every ``checkpoints.every``
+    steps and at each epoch end, and a saved state is resumed from: the result is the
+    same as an uninterrupted run's.
     """
     if not train:
         raise ValueError("no training examples")
@@ -110,29 +164,71 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
 
     result = FitResult(best_epoch=0, best_score=float("-inf"))
     best_state = None
-    for epoch in range(1, cfg.epochs + 1):
+    first_epoch, first_batch, batches, totals = 1, 0, None, {}
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        _restore_rng(rng, saved["rng"])
+        first_epoch, first_batch = saved["epoch"], saved["next_batch"]
+        batches, totals = saved["batches"], saved["totals"]
+        result.best_score, result.best_epoch = saved["best_score"], saved["best_epoch"]
+        result.history = saved["history"]
+        best_state = saved["best_state"]
+        result.resumed_from = f"epoch {first_epoch}, batch {first_batch}"
+        logger.info("resuming from a checkpoint at %s", result.resumed_from)
+
+    def snapshot(epoch: int, next_batch: int) -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": _rng_state(rng), "epoch": epoch, "next_batch": next_batch,
+                "batches": batches, "totals": totals, "best_score": result.best_score,
+                "best_epoch": result.best_epoch, "history": result.history,
+                "best_state": best_state}
+
+    step = (first_epoch - 1) * steps_per_epoch + first_batch
+    for epoch in range(first_epoch, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
-        totals: dict[str, float] = {}
-        batches = length_bucketed_batches(train, cfg.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=not cfg.progress, mininterval=5)
-        for idx in bar:
+        if batches is None:
+            batches, totals = length_bucketed_batches(train, cfg.batch_size, rng), {}
+        bar = tqdm(range(first_batch, len(batches)), desc=f"epoch {epoch}/{cfg.epochs}",
+                   unit="batch", disable=not cfg.progress, mininterval=5,
+                   initial=first_batch, total=len(batches))
+        for b in bar:
+            idx = batches[b]
             batch = move(collate([train[i] for i in idx]), device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss, parts = objective(model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            try:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss, parts = objective(model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, "
+                                             f"batch {b}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+            except RuntimeError as err:
+                if not _is_oom(err):
+                    raise
+                raise OutOfMemory(
+                    f"out of {device.type} memory on a batch of {len(idx)} titles padded to "
+                    f"{batch['input_ids'].shape[1]} tokens (epoch {epoch}, batch {b}). Lower "
+                    "train.optim.batch_size (e.g. --params=train.optim.batch_size="
+                    f"{max(1, len(idx) // 2)}) or features.max_chars, or use a smaller "
+                    "encoder or head_size.") from err
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            step += 1
             for key, value in {"train_loss": loss.detach(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + float(value) * len(idx)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if (checkpoints is not None and checkpoints.every > 0
+                    and step % checkpoints.every == 0 and b + 1 < len(batches)):
+                checkpoints.save(snapshot(epoch, b + 1))
         train_seconds = time.perf_counter() - start
         record = {"epoch": epoch, **{k: v / len(train) for k, v in totals.items()},
                   "train_seconds": train_seconds, "train_titles_per_s": len(train) / train_seconds,
@@ -149,10 +245,11 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
             f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
         if on_epoch_end is not None:
             on_epoch_end(record)
+        batches, first_batch = None, 0
+        if checkpoints is not None:
+            checkpoints.save(snapshot(epoch + 1, 0))
     model.load_state_dict(best_state)
     model.to("cpu")
+    if checkpoints is not None:
+        checkpoints.clear()
     return result
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

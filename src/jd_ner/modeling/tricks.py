@@ -1,27 +1,167 @@
-"""Training objectives. ``baseline`` is the GlobalPointer multilabel cross-entropy;
-tricks change what is computed per batch and are switched on by configuration."""
+"""Training objectives: the GlobalPointer loss and the write-up's loss-side tricks.
+
+Everything here is switched by ``train.objective`` (see ``conf/base/parameters_train.yml``),
+normally through a ``trick`` preset. With every trick off, the objective is the plain
+multilabel cross-entropy of one forward pass.
+
+* label smoothing: soft-label multilabel CE with p = y(1 - eps) + eps/2;
+* R-Drop: the batch is duplicated so its two copies get independent dropout masks in one
+  forward pass; alpha/4 * mean(D(s,t) + D(t,s)) is added;
+* SimCSE: InfoNCE between the two copies' pooled features (shares R-Drop's copies);
+* multi-sample dropout: K dropout masks on the features before the head, losses averaged;
+* mixup: each row blended with a permuted row (lambda ~ Beta(alpha, alpha)), at the input
+  embeddings or the encoder output, over the union of both rows' characters; loss
+  lambda * L(y) + (1 - lambda) * L(y_perm).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from jd_ner.modeling.heads import valid_cells
-from jd_ner.modeling.losses import multilabel_gp_loss
+from jd_ner.modeling.losses import multilabel_gp_loss, rdrop_loss, simcse_loss, soft_label_gp_loss
 from jd_ner.modeling.model import NerModel
+
+DEFAULTS = {
+    "label_smoothing": 0.0,
+    "rdrop": {"enabled": False, "alpha": 4.0},
+    "simcse": {"enabled": False, "weight": 0.1, "temperature": 0.05, "pooling": "mean"},
+    "multisample_dropout": {"enabled": False, "samples": 4, "p": 0.3},
+    "mixup": {"enabled": False, "alpha": 0.5, "layer": "encoder", "probability": 0.5},
+}
+MIX_LAYERS = ("embeddings", "encoder")
+POOLINGS = ("mean", "cls")
+
+
+@dataclass
+class Mixer:
+    """Blends row i with row perm[i]: x -> lam * x + (1 - lam) * x[perm]."""
+
+    lam: float
+    perm: torch.Tensor
+    layer: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lam * x + (1.0 - self.lam) * x[self.perm]
+
+    def union(self, mask: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(mask, mask[self.perm])
+
+
+def duplicate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch twice over (rows 0..B-1, then the same rows again)."""
+    return {k: torch.cat([v, v], dim=0) for k, v in batch.items()}
+
+
+def pool(h: torch.Tensor, char_mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "cls":
+        return h[:, 0]
+    weights = char_mask.unsqueeze(-1).to(h.dtype)
+    return (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def merged_config(cfg: Mapping) -> dict:
+    """``cfg`` over :data:`DEFAULTS`, checked: unknown keys and bad values fail early."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in DEFAULTS.items()}
+    for key, value in (cfg or {}).items():
+        if key not in out:
+            raise ValueError(f"unknown objective setting {key!r}; known: {sorted(out)}")
+        if isinstance(out[key], dict):
+            unknown = set(value) - set(out[key])
+            if unknown:
+                raise ValueError(f"unknown objective.{key} settings {sorted(unknown)}; "
+                                 f"known: {sorted(out[key])}")
+            out[key].update(value)
+        else:
+            out[key] = value
+    if not 0.0 <= float(out["label_smoothing"]) < 1.0:
+        raise ValueError("objective.label_smoothing must be in [0, 1)")
+    if out["mixup"]["layer"] not in MIX_LAYERS:
+        raise ValueError(f"objective.mixup.layer must be one of {MIX_LAYERS}")
+    if out["simcse"]["pooling"] not in POOLINGS:
+        raise ValueError(f"objective.simcse.pooling must be one of {POOLINGS}")
+    if int(out["multisample_dropout"]["samples"]) < 1:
+        raise ValueError("objective.multisample_dropout.samples must be >= 1")
+    return out
 
 
 class Objective:
-    """Computes the training loss of a batch and the parts worth logging."""
+    """Computes a batch's training loss and the parts worth logging."""
 
     def __init__(self, cfg: Mapping):
-        self.cfg = dict(cfg)
+        self.cfg = merged_config(cfg)
+
+    @property
+    def two_views(self) -> bool:
+        return self.cfg["rdrop"]["enabled"] or self.cfg["simcse"]["enabled"]
+
+    def span_loss(self, scores: torch.Tensor, labels: torch.Tensor,
+                  valid: torch.Tensor) -> torch.Tensor:
+        eps = float(self.cfg["label_smoothing"])
+        if eps > 0:
+            return soft_label_gp_loss(scores, labels, valid, eps)
+        return multilabel_gp_loss(scores, labels, valid)
+
+    def sample_mixer(self, batch_size: int, views: int, device) -> Mixer | None:
+        """A mixer for this batch with probability ``mixup.probability``, else None.
+
+        With two views (R-Drop/SimCSE) both copies of a row get the same partner, so the
+        views still show the same (mixed) input.
+        """
+        mix = self.cfg["mixup"]
+        if not mix["enabled"] or batch_size < 2 or torch.rand(()) >= float(mix["probability"]):
+            return None
+        alpha = float(mix["alpha"])
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(batch_size)
+        perm = torch.cat([perm + v * batch_size for v in range(views)])
+        return Mixer(lam, perm.to(device), mix["layer"])
+
+    def head_loss(self, model: NerModel, h: torch.Tensor, labels: torch.Tensor,
+                  valid: torch.Tensor, mixer: Mixer | None):
+        """Scores of the (first) dropout sample and the loss averaged over all samples."""
+        msd = self.cfg["multisample_dropout"]
+        samples = int(msd["samples"]) if msd["enabled"] else 1
+        p = float(msd["p"]) if msd["enabled"] else 0.0
+        first, total = None, 0.0
+        for _ in range(samples):
+            scores = model.head(F.dropout(h, p, training=True) if p > 0 else h)
+            if mixer is None:
+                loss = self.span_loss(scores, labels, valid)
+            else:
+                loss = mixer.lam * self.span_loss(scores, labels, valid) + (
+                    1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid)
+            total = total + loss
+            first = scores if first is None else first
+        return first, total / samples
 
     def __call__(self, model: NerModel, batch: dict[str, torch.Tensor]):
-        scores = model(batch)
-        loss = multilabel_gp_loss(scores, batch["labels"], valid_cells(batch["char_mask"]))
-        return loss, {"loss_main": loss.detach()}
+        size = batch["input_ids"].shape[0]
+        if self.two_views:
+            batch = duplicate(batch)
+        mixer = self.sample_mixer(size, 2 if self.two_views else 1, batch["input_ids"].device)
+        char_mask = batch["char_mask"] if mixer is None else mixer.union(batch["char_mask"])
+        valid = valid_cells(char_mask)
+        h = model.features(batch, mixer)
+        scores, main = self.head_loss(model, h, batch["labels"], valid, mixer)
+        parts = {"loss_main": main.detach()}
+        total = main
+        if self.cfg["rdrop"]["enabled"]:
+            s, t = scores[:size], scores[size:]
+            reg = rdrop_loss(s, t, valid[:size], float(self.cfg["rdrop"]["alpha"]))
+            parts["loss_rdrop"] = reg.detach()
+            total = total + reg
+        if self.cfg["simcse"]["enabled"]:
+            sim = self.cfg["simcse"]
+            z = pool(h, char_mask, sim["pooling"])
+            reg = float(sim["weight"]) * simcse_loss(z[:size], z[size:], float(sim["temperature"]))
+            parts["loss_simcse"] = reg.detach()
+            total = total + reg
+        return total, parts
 
 
 def build_objective(cfg: Mapping, model: NerModel) -> Objective:

@@ -91,10 +91,15 @@ def _lines(text: str) -> list[str]:
 
 
 def split_tag(tag: str) -> tuple[str, str | None]:
-    """``'B-4' -> ('B', '4')``, ``'O' -> ('O', None)``; raises ``ValueError`` otherwise."""
+    """``'B-4' -> ('B', '4')``, ``'O' -> ('O', None)``; raises ``ValueError`` otherwise.
+
+    Type names may be anything but whitespace: the official layout separates character
+    and tag by a space, so a tag with whitespace inside is trailing garbage, not a name.
+    """
     if tag == "O":
         return "O", None
-    if len(tag) >= 3 and tag[1] == "-" and tag[0] in _PREFIX_TO_BIO and tag[2:].strip():
+    if (len(tag) >= 3 and tag[1] == "-" and tag[0] in _PREFIX_TO_BIO
+            and not any(c.isspace() for c in tag)):
         return tag[0], tag[2:]
     raise ValueError(tag)
 
@@ -191,8 +196,8 @@ def parse_bio(text: str, path: str, orphan: str = "repair") -> tuple[list[Title]
         except ValueError:
             raise InputFormatError(
                 path, line_no,
-                "unknown tag: expected O, B-<type> or I-<type> (BIOES/BMES E-, M-, S- are "
-                "converted to BIO)",
+                "unknown tag: expected O, B-<type> or I-<type> with no whitespace in the "
+                "type (BIOES/BMES E-, M-, S- are converted to BIO)",
                 content=line,
             ) from None
         if prefix in ("E", "M", "S"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 
@@ -42,6 +43,7 @@ def parse_labelled_titles(raw: RawFile, params: dict) -> tuple[pd.DataFrame, dic
     table = titles_frame(rows)
     summary = {
         "source": raw.path,
+        "source_sha256": hashlib.sha256(raw.data).hexdigest(),
         "titles_read": len(titles),
         "titles_kept": len(table),
         "entities": int(sum(len(t.spans) for t in titles)),

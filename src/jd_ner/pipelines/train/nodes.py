@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -9,13 +11,14 @@ from pathlib import Path
 import pandas as pd
 
 from jd_ner.config import resolve_trick
+from jd_ner.datasets import CheckpointStore
 from jd_ner.encoding import examples_from_frame, gold_entities
 from jd_ner.evaluation import flat_entities, raw_entities
 from jd_ner.metrics import micro_prf
 from jd_ner.modeling.encoder import EncoderConfig
 from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
-from jd_ner.modeling.training import TrainConfig, fit, resolve_device
+from jd_ner.modeling.training import TrainConfig, fit, resolve_device, seed_everything
 from jd_ner.modeling.tricks import build_objective
 from jd_ner.tracking import log_metrics
 
@@ -64,17 +67,38 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, label_schema
     return NerModel(spec, transformer=transformer)
 
 
+# Settings that do not change what is computed: a checkpoint stays valid across them.
+_NOT_IN_RUN_KEY = ("resume", "checkpoint_every", "progress", "threads", "device",
+                   "eval_batch_size")
+
+
+def run_key(config: dict, frames: list[pd.DataFrame], *parts) -> str:
+    """A digest of everything a training run's result depends on: settings, vocabularies,
+    label schema and the encoded data. Checkpoints are resumed only under the same key."""
+    digest = hashlib.sha256()
+    optim = {k: v for k, v in config["optim"].items() if k not in _NOT_IN_RUN_KEY}
+    settings = {**config, "optim": optim}
+    digest.update(json.dumps([settings, *parts], sort_keys=True, default=str).encode())
+    for frame in frames:
+        digest.update(frame.to_json(orient="values").encode())
+    return digest.hexdigest()[:16]
+
+
 def train_model(train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
                 dev_titles: pd.DataFrame, char_vocab: dict, bigram_vocab: dict,
                 label_schema: dict, config: dict, features: dict, decode: dict,
-                pretrained_encoder: str | None) -> tuple[NerModel, pd.DataFrame]:
+                pretrained_encoder: str | None,
+                checkpoints: CheckpointStore) -> tuple[NerModel, pd.DataFrame]:
     """Train, evaluating flat-BIO entity F1 on dev after each epoch; keep the best epoch.
 
-    Per-epoch metrics go to MLflow as they come, so a long run can be watched.
+    Per-epoch metrics go to MLflow as they come, so a long run can be watched. The run
+    checkpoints itself and, if interrupted, resumes when started again with the same
+    settings and data (``train.optim.resume``).
     """
+    optim = TrainConfig(**config["optim"])
+    seed_everything(optim.seed)  # weight initialisation depends on the seed too
     model = build_model(config, char_vocab, bigram_vocab, label_schema, features,
                         pretrained_encoder)
-    optim = TrainConfig(**config["optim"])
     n_params = sum(p.numel() for p in model.parameters())
     head_params = sum(p.numel() for p in model.head.parameters())
     logger.info("model: %d parameters (%d in the head)", n_params, head_params)
@@ -96,11 +120,15 @@ def train_model(train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
 
     objective = build_objective(config["objective"], model)
     started = time.perf_counter()
+    key = run_key(config, [train_encoded, dev_encoded], char_vocab, bigram_vocab, label_schema,
+                  features, pretrained_encoder)
+    store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
     result = fit(model, train, optim, objective, evaluate,
-                 on_epoch_end=lambda rec: log_metrics(rec, step=rec["epoch"]))
+                 on_epoch_end=lambda rec: log_metrics(rec, step=rec["epoch"]), checkpoints=store)
     minutes = (time.perf_counter() - started) / 60
     log_metrics({"best_dev_f1": result.best_score, "best_epoch": result.best_epoch,
                  "train_minutes": minutes})
-    logger.info("best dev F1 %.4f at epoch %d (%.1f min)", result.best_score,
-                result.best_epoch, minutes)
+    logger.info("best dev F1 %.4f at epoch %d (%.1f min%s)", result.best_score,
+                result.best_epoch, minutes,
+                f", resumed from {result.resumed_from}" if result.resumed_from else "")
     return model, pd.DataFrame(result.history)

@@ -10,6 +10,6 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(train_model,
              ["train_encoded", "dev_encoded", "dev_titles", "char_vocab", "bigram_vocab",
               "label_schema", "training_config", "params:features", "params:decode",
-              "params:pretrained_encoder"],
+              "params:pretrained_encoder", "training_checkpoints"],
              ["ner_model", "training_history"], name="train_model"),
     ])

@@ -21,4 +21,5 @@ run: $(BIN)/.installed
 	$(BIN)/kedro run $(ARGS)
 
 test: $(BIN)/.installed
+	$(BIN)/ruff check src scripts tests
 	$(BIN)/python -m pytest $(ARGS)

@@ -119,6 +119,49 @@ def measure_one(args: argparse.Namespace) -> dict:
     return result
 
 
+def measure_features(args: argparse.Namespace) -> dict:
+    """Seconds to build pinyin, glyph and lexicon-match ids for the prediction titles,
+    with vocabularies and lexicon from the train file (as the features pipeline does)."""
+    from jd_ner.datasets import RawFile
+    from jd_ner.encoding import encode_titles, lexicon_ids, sequence_table
+    from jd_ner.pipelines.features import nodes as features
+    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
+    from jd_ner.text.lexicon import LexiconMatcher, select_types
+    from jd_ner.text.vocab import Vocab
+
+    params = load_parameters(args.conf)
+    fparams = params["features"]
+    titles, _ = parse_labelled_titles(
+        RawFile(str(args.train_file), Path(args.train_file).read_bytes()), params["ingest"])
+    source = args.predict_file or args.train_file
+    test = parse_test_titles(RawFile(str(source), Path(source).read_bytes())) \
+        if args.predict_file else titles
+    test = test.iloc[: args.feature_titles]
+    start = time.perf_counter()
+    pinyin_vocab = features.build_pinyin_vocabulary(titles)
+    glyph_vocab = features.build_glyph_vocabulary(titles, fparams)
+    lexicon = features.build_entity_lexicon(titles, fparams)
+    vocab_seconds = time.perf_counter() - start
+    char_vocab = Vocab.from_dict(features.build_char_vocabulary(titles, None, fparams))
+    encoded = encode_titles(test.assign(spans="[]"), char_vocab, None, ["x"],
+                            fparams["max_chars"], fparams["window_stride"])
+    timings = {}
+    start = time.perf_counter()
+    features.encode_pinyin(encoded, pinyin_vocab, fparams)
+    timings["pinyin"] = time.perf_counter() - start
+    start = time.perf_counter()
+    features.encode_glyphs(encoded, glyph_vocab, fparams)
+    timings["glyph"] = time.perf_counter() - start
+    labels = sorted({t for types in lexicon.values() for t in types})
+    start = time.perf_counter()
+    matcher = LexiconMatcher(select_types(lexicon, "all"), labels)
+    sequence_table(encoded, "lexicon_ids", lexicon_ids(matcher, 4))
+    timings["lexicon"] = time.perf_counter() - start
+    return {"titles": len(test), "vocab_and_lexicon_seconds": vocab_seconds,
+            **{f"{k}_seconds": v for k, v in timings.items()},
+            "total_seconds": sum(timings.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-file", type=Path, required=True, help="BIO file to train on")
@@ -133,6 +176,9 @@ def main() -> None:
                         help="override a resolved training setting, e.g. optim.batch_size=16")
     parser.add_argument("--conf", type=Path, default=ROOT / "conf")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--features", action="store_true",
+                        help="also time pinyin/glyph/lexicon feature extraction")
+    parser.add_argument("--feature-titles", type=int, default=10000)
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: measure one trick
     args = parser.parse_args()
 
@@ -157,6 +203,13 @@ def main() -> None:
               f"{r['train_seconds_per_step'] / base['train_seconds_per_step']:>8.2f}"
               f"{r['predict_titles_per_s']:>13.1f}{r['peak_rss_mib']:>14.0f}"
               + (f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
+    if args.features:
+        f = measure_features(args)
+        print(f"feature extraction of {f['titles']} titles: pinyin {f['pinyin_seconds']:.1f} s, "
+              f"glyph {f['glyph_seconds']:.1f} s, lexicon matching {f['lexicon_seconds']:.1f} s "
+              f"(total {f['total_seconds']:.1f} s, {f['titles'] / f['total_seconds']:.0f} titles/s);"
+              f" vocabularies and lexicon from the train file {f['vocab_and_lexicon_seconds']:.1f} s")
+        results.append({"features": f})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

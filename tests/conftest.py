@@ -29,6 +29,26 @@ TINY_MODEL = {
 }
 
 
+def base_parameters() -> dict:
+    """The project's parameters as `kedro run` would load them from conf/base."""
+    from kedro.config import OmegaConfigLoader
+
+    return OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base")[
+        "parameters"]
+
+
+def tiny_config(trick: str = "baseline") -> dict:
+    """Resolved training settings of ``trick`` over the tiny model (as --params would do)."""
+    from jd_ner.config import deep_merge, resolve_trick
+
+    return resolve_trick(trick, deep_merge(base_parameters()["train"], {"model": TINY_MODEL}))
+
+
+def tiny_features() -> dict:
+    """Feature settings with a window small enough that test titles need several."""
+    return {**base_parameters()["features"], "max_chars": 30, "window_stride": 20}
+
+
 @pytest.fixture(scope="session")
 def tiny_titles():
     return generate(60, seed=7)

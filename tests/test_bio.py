@@ -75,7 +75,7 @@ def test_empty_file_is_an_error(text):
 
 
 def test_undecodable_bytes_name_their_line():
-    raw = "a O\nb O\n".encode() + b"\xff\xfe O\n"
+    raw = b"a O\nb O\n" + b"\xff\xfe O\n"
     with pytest.raises(InputFormatError) as err:
         decode(raw, "bad.txt")
     assert err.value.line == 3

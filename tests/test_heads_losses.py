@@ -69,12 +69,10 @@ def brute_force_loss(scores, labels, valid):
     b, t = scores.shape[:2]
     for i in range(b):
         for j in range(t):
-            neg = [math.exp(s) for s, y, v in zip(scores[i, j].flatten().tolist(),
-                                                   labels[i, j].flatten().tolist(),
-                                                   valid[i, 0].flatten().tolist()) if v and not y]
-            pos = [math.exp(-s) for s, y, v in zip(scores[i, j].flatten().tolist(),
-                                                    labels[i, j].flatten().tolist(),
-                                                    valid[i, 0].flatten().tolist()) if v and y]
+            cells = list(zip(scores[i, j].flatten().tolist(), labels[i, j].flatten().tolist(),
+                             valid[i, 0].flatten().tolist(), strict=True))
+            neg = [math.exp(s) for s, y, v in cells if v and not y]
+            pos = [math.exp(-s) for s, y, v in cells if v and y]
             total += math.log(1 + sum(neg)) + math.log(1 + sum(pos))
             count += 1
     return total / count

@@ -12,7 +12,7 @@ from jd_ner.pipelines.features.nodes import build_char_vocabulary
 from jd_ner.pipelines.train.nodes import build_model
 from jd_ner.text.vocab import Vocab, encode_chars
 
-from .conftest import TINY_MODEL
+from .conftest import tiny_config, tiny_features
 
 
 def make_local_encoder(folder, chars):
@@ -38,11 +38,9 @@ def test_pretrained_vocabulary_training_and_reload(tmp_path):
     ids = encode_chars(vocab, "小 A壳Z")
     assert ids == [tokens.index("小"), tokens.index("[unused1]"), tokens.index("a"),
                    tokens.index("壳"), tokens.index("[UNK]")]
-    config = {"model": TINY_MODEL}
-    model = build_model(config, vocab_dict, {"tokens": ["[PAD]", "[UNK]"],
-                                             "specials": {"pad": "[PAD]", "unk": "[UNK]"}},
-                        {"labels": ["4"]}, {"max_chars": 30, "window_stride": 20},
-                        str(tmp_path / "enc"))
+    bigrams = {"tokens": ["[PAD]", "[UNK]"], "specials": {"pad": "[PAD]", "unk": "[UNK]"}}
+    model = build_model(tiny_config(), vocab_dict, bigrams, None, None, {}, {"labels": ["4"]},
+                        tiny_features(), str(tmp_path / "enc"))
     assert model.spec.encoder.kind == "pretrained"
     pretrained = BertModel.from_pretrained(str(tmp_path / "enc"))
     assert torch.equal(model.encoder.transformer.embeddings.word_embeddings.weight,

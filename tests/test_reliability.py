@@ -8,12 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from .conftest import TINY_MODEL
+from .conftest import TINY_MODEL, tiny_config, tiny_features
 
 LOCAL = {"train": {"model": TINY_MODEL, "optim": {
     "epochs": 12, "batch_size": 8, "progress": False, "checkpoint_every": 2, "threads": 1}},
@@ -67,40 +66,40 @@ def test_training_killed_with_sigkill_resumes_to_identical_weights(project, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def train_once(tiny_titles, tmp_path, name):
-    import pandas as pd
-
+def train_once(tiny_titles, tmp_path, name, trick="baseline"):
+    """Features and training through the node functions, as the pipeline calls them."""
     from jd_ner.datasets import CheckpointStore
     from jd_ner.encoding import spans_cell, titles_frame
-    from jd_ner.pipelines.features.nodes import (
-        build_bigram_vocabulary,
-        build_char_vocabulary,
-        build_label_schema,
-        encode_split,
-    )
-    from jd_ner.pipelines.train.nodes import resolve_training_config, train_model
+    from jd_ner.pipelines.features import nodes as features
+    from jd_ner.pipelines.train.nodes import build_model, train_model
 
     frame = titles_frame([{"title_id": i, "text": t, "spans": spans_cell(s), "line": i + 1}
                           for i, (t, s) in enumerate(tiny_titles)])
     train, dev = frame.iloc[:50].reset_index(drop=True), frame.iloc[50:].reset_index(drop=True)
-    features = {"char_min_count": 1, "bigram_min_count": 1, "max_chars": 30, "window_stride": 20}
-    cv, bv = build_char_vocabulary(train, None, features), build_bigram_vocabulary(train, features)
-    schema = build_label_schema(train, dev)
-    config = resolve_training_config("baseline", yaml.safe_load(
-        (Path(__file__).parents[1] / "conf/base/parameters_train.yml").read_text())["train"])
-    config["model"] = TINY_MODEL
+    params = tiny_features()
+    cv = features.build_char_vocabulary(train, None, params)
+    bv = features.build_bigram_vocabulary(train, params)
+    pv = features.build_pinyin_vocabulary(train)
+    gv = features.build_glyph_vocabulary(train, params)
+    lexicon = features.build_entity_lexicon(train, params)
+    schema = features.build_label_schema(train, dev)
+    config = tiny_config(trick)
     config["optim"].update(epochs=2, batch_size=8, progress=False, resume="never")
-    model, history = train_model(
-        encode_split(train, cv, bv, schema, features), encode_split(dev, cv, bv, schema, features),
-        dev, cv, bv, schema, config, features, {"overlap": "greedy_score"}, None,
-        CheckpointStore(str(tmp_path / name)))
-    assert isinstance(history, pd.DataFrame)
-    return model.state_dict(), history
+    encoded = {s: features.encode_split(f, cv, bv, schema, params)
+               for s, f in (("train", train), ("dev", dev))}
+    pinyin = {s: features.encode_pinyin(e, pv, params) for s, e in encoded.items()}
+    glyph = {s: features.encode_glyphs(e, gv, params) for s, e in encoded.items()}
+    model = build_model(config, cv, bv, pv, gv, lexicon, schema, params, None)
+    model, history = train_model(model, encoded["train"], encoded["dev"], pinyin["train"],
+                                 pinyin["dev"], glyph["train"], glyph["dev"], dev, config,
+                                 {"overlap": "greedy_score"}, CheckpointStore(str(tmp_path / name)))
+    return model, history
 
 
 def test_same_seed_and_config_give_bit_identical_weights_and_metrics(tiny_titles, tmp_path):
-    weights_a, history_a = train_once(tiny_titles, tmp_path, "a")
-    weights_b, history_b = train_once(tiny_titles, tmp_path, "b")
+    model_a, history_a = train_once(tiny_titles, tmp_path, "a")
+    model_b, history_b = train_once(tiny_titles, tmp_path, "b")
+    weights_a, weights_b = model_a.state_dict(), model_b.state_dict()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     timing = [c for c in history_a.columns if "seconds" in c or "per_s" in c]
     assert history_a.drop(columns=timing).equals(history_b.drop(columns=timing))

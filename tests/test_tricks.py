@@ -43,7 +43,7 @@ def brute_soft(scores, labels, valid, eps):
         for j in range(scores.shape[1]):
             neg, pos = 0.0, 0.0
             for s, y, v in zip(scores[i, j].flatten().tolist(), labels[i, j].flatten().tolist(),
-                               valid[i, 0].flatten().tolist()):
+                               valid[i, 0].flatten().tolist(), strict=True):
                 if v:
                     p = y * (1 - eps) + eps / 2
                     neg += math.exp(s) * (1 - p)

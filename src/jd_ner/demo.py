@@ -42,7 +42,8 @@ def _model_number(rng: random.Random) -> str:
 def _spec(rng: random.Random) -> str:
     return rng.choice([
         f"{rng.randint(1, 3)}.{rng.randint(0, 9)}m", f"{rng.choice([250, 350, 500, 750])}ml",
-        f"{rng.choice([16, 32, 64, 128])}G", f"{rng.randint(1, 9)}*{rng.randint(10, 30)}*{rng.randint(10, 40)}",
+        f"{rng.choice([16, 32, 64, 128])}G",
+        f"{rng.randint(1, 9)}*{rng.randint(10, 30)}*{rng.randint(10, 40)}",
         f"{rng.choice([10, 50, 100])}个", f"{rng.choice([18, 20, 33, 65])}W",
     ])
 

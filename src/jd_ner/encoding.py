@@ -3,19 +3,23 @@
 Title tables (ingest output) have columns ``title_id``, ``text``, ``spans`` (JSON list
 of ``[start, end, type]``, end inclusive) and ``line`` (where the title starts in its
 raw file). Encoded tables have one row per window: ``title_id``, ``char_start``,
-``title_length``, ``char_ids``, ``bigram_ids`` and ``spans`` (JSON list of
-``[start, end, label_index]`` relative to the window).
+``title_length``, ``text`` (the window's characters), ``char_ids``, ``bigram_ids`` and
+``spans`` (JSON list of ``[start, end, label_index]`` relative to the window).
+Per-character feature tables (pinyin, glyph, lexicon ids) have the same rows in the
+same order: ``title_id``, ``char_start`` and one id list per character.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
 from jd_ner.modeling.batching import Example, window_starts
+from jd_ner.text.char_features import encode_sequences, glyph_sequences, pinyin_sequences
+from jd_ner.text.lexicon import LexiconMatcher
 from jd_ner.text.vocab import Vocab, encode_bigrams, encode_chars
 
 logger = logging.getLogger(__name__)
@@ -64,27 +68,89 @@ def encode_titles(titles: pd.DataFrame, char_vocab: Vocab, bigram_vocab: Vocab |
             held.update(inside)
             rows.append({
                 "title_id": int(tid), "char_start": start, "title_length": len(text),
-                "char_ids": char_ids[start:end],
+                "text": text[start:end], "char_ids": char_ids[start:end],
                 "bigram_ids": bigram_ids[start:end] if bigram_ids is not None else None,
                 "spans": json.dumps([[s - start, e - start, label_index[t]] for s, e, t in inside]),
             })
         cut += len(spans) - len(held)
     if cut:
         logger.warning("%d gold spans are longer than any window overlap and were cut", cut)
-    return pd.DataFrame(rows, columns=["title_id", "char_start", "title_length", "char_ids",
-                                       "bigram_ids", "spans"])
+    return pd.DataFrame(rows, columns=["title_id", "char_start", "title_length", "text",
+                                       "char_ids", "bigram_ids", "spans"])
 
 
-def examples_from_frame(frame: pd.DataFrame) -> list[Example]:
-    """Model examples from an encoded table."""
+def sequence_table(encoded: pd.DataFrame, column: str,
+                   per_window: Callable[[str], list[list[int]]]) -> pd.DataFrame:
+    """A per-character id-sequence table aligned with ``encoded`` (one row per window)."""
+    values = [per_window(text) for text in encoded["text"]]
+    return pd.DataFrame({"title_id": encoded["title_id"].to_numpy(),
+                         "char_start": encoded["char_start"].to_numpy(), column: values})
+
+
+def pinyin_ids(vocab: Vocab, length: int) -> Callable[[str], list[list[int]]]:
+    return lambda text: encode_sequences(vocab, pinyin_sequences(text), length)
+
+
+def glyph_ids(vocab: Vocab, length: int, depth: int) -> Callable[[str], list[list[int]]]:
+    return lambda text: encode_sequences(vocab, glyph_sequences(text, depth), length)
+
+
+def lexicon_ids(matcher: LexiconMatcher, per_char: int) -> Callable[[str], list[list[int]]]:
+    return lambda text: matcher.features(text, per_char)
+
+
+def _nested(cell) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(int(i) for i in ids) for ids in cell)
+
+
+def examples_from_frame(frame: pd.DataFrame, **sequences: pd.DataFrame) -> list[Example]:
+    """Model examples from an encoded table and, by field name (``pinyin_ids``,
+    ``glyph_ids``, ``lexicon_ids``), aligned per-character feature tables."""
+    for name, table in sequences.items():
+        if not (len(table) == len(frame)
+                and (table["title_id"].to_numpy() == frame["title_id"].to_numpy()).all()
+                and (table["char_start"].to_numpy() == frame["char_start"].to_numpy()).all()):
+            raise ValueError(f"the {name} table is not aligned with the encoded windows: "
+                             "re-run the features pipeline")
+    columns = {name: table[name].tolist() for name, table in sequences.items()}
     out = []
     has_bigrams = "bigram_ids" in frame and frame["bigram_ids"].notna().all()
-    for row in frame.itertuples(index=False):
+    for k, row in enumerate(frame.itertuples(index=False)):
         out.append(Example(
             title_id=int(row.title_id), char_start=int(row.char_start),
             title_length=int(row.title_length),
             char_ids=tuple(int(i) for i in row.char_ids),
             bigram_ids=tuple(int(i) for i in row.bigram_ids) if has_bigrams else None,
             spans=tuple((int(s), int(e), int(t)) for s, e, t in json.loads(row.spans)),
+            **{name: _nested(values[k]) for name, values in columns.items()},
         ))
     return out
+
+
+def model_sequences(model, encoded: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The per-character feature tables ``model`` reads, computed with its own vocabularies."""
+    spec, out = model.spec, {}
+    if spec.pinyin:
+        out["pinyin_ids"] = sequence_table(encoded, "pinyin_ids",
+                                           pinyin_ids(model.pinyin_vocab, spec.pinyin["length"]))
+    if spec.glyph:
+        out["glyph_ids"] = sequence_table(encoded, "glyph_ids", glyph_ids(
+            model.glyph_vocab, spec.glyph["length"], spec.glyph["depth"]))
+    if spec.lexicon:
+        out["lexicon_ids"] = lexicon_table(model, encoded)
+    return out
+
+
+def lexicon_table(model, encoded: pd.DataFrame) -> pd.DataFrame:
+    """Lexicon feature ids per character of every window, from the model's own lexicon."""
+    return sequence_table(encoded, "lexicon_ids", lexicon_ids(model.lexicon_matcher,
+                                                               model.spec.lexicon["per_char"]))
+
+
+def examples_for_model(model, titles: pd.DataFrame) -> list[Example]:
+    """Encode titles exactly as ``model`` was trained to read them (its vocabularies,
+    windows and feature settings): what evaluation and submission use."""
+    spec = model.spec
+    encoded = encode_titles(titles, model.char_vocab, model.bigram_vocab, model.labels,
+                            spec.max_chars, spec.window_stride)
+    return examples_from_frame(encoded, **model_sequences(model, encoded))

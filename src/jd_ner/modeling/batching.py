@@ -19,6 +19,10 @@ class Example:
     char_ids: tuple[int, ...]
     bigram_ids: tuple[int, ...] | None = None
     spans: tuple[tuple[int, int, int], ...] = ()  # (start, end inclusive, label index)
+    # optional per-character id sequences (one fixed-length tuple per character)
+    pinyin_ids: tuple[tuple[int, ...], ...] | None = None
+    glyph_ids: tuple[tuple[int, ...], ...] | None = None
+    lexicon_ids: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.char_ids)
@@ -59,13 +63,20 @@ def sequential_batches(examples: Sequence[Example], batch_size: int) -> Iterator
         yield order[i : i + batch_size]
 
 
+SEQUENCE_FIELDS = ("pinyin_ids", "glyph_ids", "lexicon_ids")
+
+
 class Collator:
-    """Pads a list of examples into tensors: [CLS] chars [SEP], token = char + 1."""
+    """Pads a list of examples into tensors: [CLS] chars [SEP], token = char + 1.
+
+    ``sequences`` names the per-character id-sequence fields the model reads; each becomes
+    a (B, L, S) tensor with zeros at [CLS], [SEP] and padding.
+    """
 
     def __init__(self, pad_id: int, cls_id: int, sep_id: int, num_labels: int,
-                 with_bigrams: bool):
+                 with_bigrams: bool, sequences: tuple[str, ...] = ()):
         self.pad_id, self.cls_id, self.sep_id = pad_id, cls_id, sep_id
-        self.num_labels, self.with_bigrams = num_labels, with_bigrams
+        self.num_labels, self.with_bigrams, self.sequences = num_labels, with_bigrams, sequences
 
     def __call__(self, examples: Sequence[Example], with_labels: bool = True) -> dict:
         size = len(examples)
@@ -74,6 +85,10 @@ class Collator:
         attention = torch.zeros((size, length), dtype=torch.long)
         char_mask = torch.zeros((size, length), dtype=torch.bool)
         bigram_ids = torch.zeros((size, length), dtype=torch.long) if self.with_bigrams else None
+        extra = {}
+        for name in self.sequences:
+            width = len(getattr(examples[0], name)[0])
+            extra[name] = torch.zeros((size, length, width), dtype=torch.long)
         labels = torch.zeros((size, self.num_labels, length, length), dtype=torch.bool) \
             if with_labels else None
         for b, ex in enumerate(examples):
@@ -84,10 +99,13 @@ class Collator:
             char_mask[b, 1 : n + 1] = True
             if bigram_ids is not None:
                 bigram_ids[b, 1 : n + 1] = torch.tensor(ex.bigram_ids, dtype=torch.long)
+            for name, tensor in extra.items():
+                tensor[b, 1 : n + 1] = torch.tensor(getattr(ex, name), dtype=torch.long)
             if labels is not None:
                 for start, end, label in ex.spans:
                     labels[b, label, start + 1, end + 1] = True
-        batch = {"input_ids": input_ids, "attention_mask": attention, "char_mask": char_mask}
+        batch = {"input_ids": input_ids, "attention_mask": attention, "char_mask": char_mask,
+                 **extra}
         if bigram_ids is not None:
             batch["bigram_ids"] = bigram_ids
         if labels is not None:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from jd_ner.modeling.feature_layers import LayerFusion
+
 
 @dataclass
 class EncoderConfig:
@@ -30,6 +32,8 @@ class EncoderConfig:
     bigram_dim: int = 0  # > 0: add char-bigram embeddings (projected) to the input
     lstm_hidden: int = 0  # > 0: a BiLSTM of this size per direction on top
     lstm_layers: int = 1
+    fusion_layers: int = 0  # > 0: mix the last k hidden layers (embeddings count as one)
+    fusion: str = "softmax"  # softmax: learned per-token weights; mean: plain average
     pretrained_path: str | None = None  # kind=pretrained: where the weights came from
     hf_config: dict = field(default_factory=dict)  # the HF config the encoder was built from
 
@@ -84,6 +88,8 @@ class CharEncoder(nn.Module):
                 nn.Embedding(bigram_vocab_size, cfg.bigram_dim, padding_idx=0),
                 nn.Linear(cfg.bigram_dim, width, bias=False),
             )
+        self.fusion = LayerFusion(width, cfg.fusion_layers, cfg.fusion) \
+            if cfg.fusion_layers > 0 else None
         self.lstm = None
         if cfg.lstm_hidden > 0:
             self.lstm = nn.LSTM(width, cfg.lstm_hidden, num_layers=cfg.lstm_layers,
@@ -103,10 +109,10 @@ class CharEncoder(nn.Module):
         return embeds
 
     def encode(self, embeds: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False):
-        """Transformer (and BiLSTM) over input embeddings -> (features, hidden states or None)."""
+        """Transformer (layer fusion, BiLSTM) over input embeddings -> (features, hidden states)."""
         out = self.transformer(inputs_embeds=embeds, attention_mask=attention_mask,
-                               output_hidden_states=all_layers)
-        h = out.last_hidden_state
+                               output_hidden_states=all_layers or self.fusion is not None)
+        h = out.last_hidden_state if self.fusion is None else self.fusion(out.hidden_states)
         if self.lstm is not None:
             lengths = attention_mask.sum(-1).cpu()
             packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)

@@ -1,7 +1,7 @@
 """The NER model: character encoder + span head, with everything needed to rebuild it.
 
 A model carries its own hyper-parameters and vocabularies (:class:`ModelSpec`), so a
-saved model loads with no external configuration (see ``jd_ner.modeling.storage``).
+saved model loads with no external configuration (see ``jd_ner.datasets``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from jd_ner.modeling.encoder import CharEncoder, EncoderConfig
+from jd_ner.modeling.feature_layers import LexiconEmbedding, PinyinGlyphFeatures
 from jd_ner.modeling.heads import build_head
+from jd_ner.text.lexicon import LexiconMatcher
 from jd_ner.text.vocab import Vocab
 
 
@@ -34,6 +36,15 @@ class ModelSpec:
     bigram_vocab: dict | None = None
     max_chars: int = 126  # characters per window; longer titles are predicted in windows
     window_stride: int = 96  # characters between window starts (overlap = max_chars - stride)
+    # pinyin / glyph CNN features: their settings and vocabularies (None: off)
+    pinyin: dict | None = None
+    glyph: dict | None = None
+    pinyin_vocab: dict | None = None
+    glyph_vocab: dict | None = None
+    # lexicon knowledge: {"types": {string: [type, ...]}, "per_char": n} (None: off)
+    lexicon: dict | None = None
+    # training-only 1-type heads: name -> the type it finds (None: any entity)
+    aux_heads: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -43,15 +54,9 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
         data = {k: v for k, v in data.items() if k != "format"}
-        return cls(
-            labels=list(data["labels"]),
-            char_vocab=data["char_vocab"],
-            encoder=EncoderConfig(**data["encoder"]),
-            head=HeadConfig(**data["head"]),
-            bigram_vocab=data.get("bigram_vocab"),
-            max_chars=int(data["max_chars"]),
-            window_stride=int(data["window_stride"]),
-        )
+        data["encoder"] = EncoderConfig(**data["encoder"])
+        data["head"] = HeadConfig(**data["head"])
+        return cls(**data)
 
 
 class NerModel(nn.Module):
@@ -62,6 +67,8 @@ class NerModel(nn.Module):
         self.spec = spec
         self.char_vocab = Vocab.from_dict(spec.char_vocab)
         self.bigram_vocab = Vocab.from_dict(spec.bigram_vocab) if spec.bigram_vocab else None
+        self.pinyin_vocab = Vocab.from_dict(spec.pinyin_vocab) if spec.pinyin else None
+        self.glyph_vocab = Vocab.from_dict(spec.glyph_vocab) if spec.glyph else None
         self.encoder = CharEncoder(
             spec.encoder,
             vocab_size=len(self.char_vocab),
@@ -69,24 +76,54 @@ class NerModel(nn.Module):
             bigram_vocab_size=len(self.bigram_vocab) if self.bigram_vocab else 0,
             transformer=transformer,
         )
-        self.head = build_head(spec.head.kind, self.encoder.output_size, len(spec.labels),
-                               spec.head.head_size, spec.head.rope)
+        width = self.encoder.output_size
+        self.char_features = None
+        if spec.pinyin or spec.glyph:
+            self.char_features = PinyinGlyphFeatures(
+                width, spec.pinyin, spec.glyph,
+                len(self.pinyin_vocab) if self.pinyin_vocab else 0,
+                len(self.glyph_vocab) if self.glyph_vocab else 0)
+        self.lexicon = None
+        self.lexicon_matcher = None
+        if spec.lexicon:
+            self.lexicon = LexiconEmbedding(LexiconMatcher.num_features(len(spec.labels)), width)
+            self.lexicon_matcher = LexiconMatcher(spec.lexicon["types"], spec.labels)
+        self.head = build_head(spec.head.kind, width, len(spec.labels), spec.head.head_size,
+                               spec.head.rope)
+        self.aux_heads = nn.ModuleDict({
+            name: build_head(spec.head.kind, width, 1, spec.head.head_size, spec.head.rope)
+            for name in spec.aux_heads})
 
     @property
     def labels(self) -> list[str]:
         return self.spec.labels
 
+    @property
+    def sequence_fields(self) -> tuple[str, ...]:
+        """The per-character id-sequence inputs this model reads."""
+        on = {"pinyin_ids": self.spec.pinyin, "glyph_ids": self.spec.glyph,
+              "lexicon_ids": self.spec.lexicon}
+        return tuple(name for name, setting in on.items() if setting)
+
     def features(self, batch: dict[str, torch.Tensor], mixer=None) -> torch.Tensor:
-        """Per-token features (B, L, H) that the head scores.
+        """Per-token features (B, L, H) that the heads score.
 
         ``mixer`` (mixup) blends each row with another row of the batch, at the input
-        embeddings or at the encoder output, as its ``layer`` says.
+        embeddings (together with the lexicon and pinyin/glyph inputs of the row) or at
+        the final features, as its ``layer`` says.
         """
+        at_input = mixer is not None and mixer.layer == "embeddings"
         mask = batch["attention_mask"]
         embeds = self.encoder.embed(batch["input_ids"], batch.get("bigram_ids"))
-        if mixer is not None and mixer.layer == "embeddings":
+        if at_input:
             embeds, mask = mixer(embeds), mixer.union(mask)
         h, _ = self.encoder.encode(embeds, mask)
+        if self.lexicon is not None:
+            knowledge = self.lexicon(batch["lexicon_ids"])
+            h = h + (mixer(knowledge) if at_input else knowledge)
+        if self.char_features is not None:
+            vectors = self.char_features.vectors(batch)
+            h = self.char_features(h, mixer(vectors) if at_input else vectors)
         if mixer is not None and mixer.layer == "encoder":
             h = mixer(h)
         return h

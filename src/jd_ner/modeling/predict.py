@@ -16,7 +16,8 @@ from jd_ner.modeling.model import NerModel
 def collator_for(model: NerModel) -> Collator:
     vocab = model.char_vocab
     return Collator(vocab.id_of("pad"), vocab.id_of("cls"), vocab.id_of("sep"),
-                    len(model.labels), with_bigrams=model.bigram_vocab is not None)
+                    len(model.labels), with_bigrams=model.bigram_vocab is not None,
+                    sequences=model.sequence_fields)
 
 
 @torch.no_grad()

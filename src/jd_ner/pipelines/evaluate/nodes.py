@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from jd_ner.encoding import (  # noqa: E402
     examples_from_frame,
     gold_entities,
+    model_sequences,
     spans_cell,
     spans_of,
 )
@@ -49,7 +50,8 @@ def predict_dev(model: NerModel, dev_encoded: pd.DataFrame, char_vocab: dict,
                 label_schema: dict, params: dict) -> pd.DataFrame:
     """Scored spans of every dev title (overlaps kept), one row per title."""
     check_compatible(model, char_vocab, label_schema)
-    pred = predict_spans(model, examples_from_frame(dev_encoded), int(params["batch_size"]),
+    examples = examples_from_frame(dev_encoded, **model_sequences(model, dev_encoded))
+    pred = predict_spans(model, examples, int(params["batch_size"]),
                          resolve_device(params["device"]), progress=True)
     rows = [{"title_id": tid,
              "spans": spans_cell([(s, e, model.labels[t]) for s, e, t, _ in spans]),

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from jd_ner.encoding import encode_titles, spans_of
+from jd_ner.encoding import encode_titles, glyph_ids, pinyin_ids, sequence_table, spans_of
 from jd_ner.metrics import type_sort_key
+from jd_ner.text.char_features import build_sequence_vocab, glyph_sequences, pinyin_sequences
+from jd_ner.text.lexicon import build_lexicon
 from jd_ner.text.vocab import (
     Vocab,
     build_bigram_vocab,
@@ -74,3 +76,44 @@ def encode_split(titles: pd.DataFrame, char_vocab: dict, bigram_vocab: dict,
     return encode_titles(titles, Vocab.from_dict(char_vocab), Vocab.from_dict(bigram_vocab),
                          label_schema["labels"], int(params["max_chars"]),
                          int(params["window_stride"]))
+
+
+def build_pinyin_vocabulary(train: pd.DataFrame) -> dict:
+    """Letters and tone digits of the train titles' pinyin (plus [PAD], [UNK], [NONE])."""
+    vocab = build_sequence_vocab(seq for text in train["text"] for seq in pinyin_sequences(text))
+    logger.info("pinyin vocabulary: %d tokens", len(vocab))
+    return vocab.to_dict()
+
+
+def build_glyph_vocabulary(train: pd.DataFrame, params: dict) -> dict:
+    """Glyph components of the train titles' characters (plus [PAD], [UNK], [NONE])."""
+    depth = int(params["glyph_depth"])
+    vocab = build_sequence_vocab(
+        (seq for text in train["text"] for seq in glyph_sequences(text, depth)),
+        int(params["glyph_min_count"]))
+    logger.info("glyph component vocabulary: %d tokens", len(vocab))
+    return vocab.to_dict()
+
+
+def build_entity_lexicon(train: pd.DataFrame, params: dict) -> dict:
+    """Entity strings of the **train split** with their type counts (GPKG knowledge).
+
+    Only the train split is read, so no dev or test string can leak into the model.
+    """
+    lexicon = build_lexicon(zip(train["text"], map(spans_of, train["spans"]), strict=True),
+                            int(params["lexicon_min_count"]), int(params["lexicon_min_length"]))
+    multi = sum(len(types) > 1 for types in lexicon.values())
+    logger.info("entity lexicon: %d strings (%d with several types)", len(lexicon), multi)
+    return lexicon
+
+
+def encode_pinyin(encoded: pd.DataFrame, pinyin_vocab: dict, params: dict) -> pd.DataFrame:
+    """Pinyin letter ids per character of every window, read in the window's context."""
+    return sequence_table(encoded, "pinyin_ids",
+                          pinyin_ids(Vocab.from_dict(pinyin_vocab), int(params["pinyin_length"])))
+
+
+def encode_glyphs(encoded: pd.DataFrame, glyph_vocab: dict, params: dict) -> pd.DataFrame:
+    """Glyph-component ids per character of every window."""
+    return sequence_table(encoded, "glyph_ids", glyph_ids(
+        Vocab.from_dict(glyph_vocab), int(params["glyph_length"]), int(params["glyph_depth"])))

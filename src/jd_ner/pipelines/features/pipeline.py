@@ -3,20 +3,39 @@ from kedro.pipeline import Pipeline, node
 from .nodes import (
     build_bigram_vocabulary,
     build_char_vocabulary,
+    build_entity_lexicon,
+    build_glyph_vocabulary,
     build_label_schema,
+    build_pinyin_vocabulary,
+    encode_glyphs,
+    encode_pinyin,
     encode_split,
 )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     encode_inputs = ["char_vocab", "bigram_vocab", "label_schema", "params:features"]
-    return Pipeline([
+    nodes = [
         node(build_char_vocabulary, ["train_titles", "params:pretrained_encoder", "params:features"],
              "char_vocab", name="build_char_vocabulary"),
         node(build_bigram_vocabulary, ["train_titles", "params:features"], "bigram_vocab",
              name="build_bigram_vocabulary"),
         node(build_label_schema, ["train_titles", "dev_titles"], "label_schema",
              name="build_label_schema"),
-        node(encode_split, ["train_titles", *encode_inputs], "train_encoded", name="encode_train"),
-        node(encode_split, ["dev_titles", *encode_inputs], "dev_encoded", name="encode_dev"),
-    ])
+        node(build_pinyin_vocabulary, "train_titles", "pinyin_vocab",
+             name="build_pinyin_vocabulary"),
+        node(build_glyph_vocabulary, ["train_titles", "params:features"], "glyph_vocab",
+             name="build_glyph_vocabulary"),
+        node(build_entity_lexicon, ["train_titles", "params:features"], "entity_lexicon",
+             name="build_entity_lexicon"),
+    ]
+    for split in ("train", "dev"):
+        nodes += [
+            node(encode_split, [f"{split}_titles", *encode_inputs], f"{split}_encoded",
+                 name=f"encode_{split}"),
+            node(encode_pinyin, [f"{split}_encoded", "pinyin_vocab", "params:features"],
+                 f"{split}_pinyin_ids", name=f"encode_{split}_pinyin"),
+            node(encode_glyphs, [f"{split}_encoded", "glyph_vocab", "params:features"],
+                 f"{split}_glyph_ids", name=f"encode_{split}_glyphs"),
+        ]
+    return Pipeline(nodes)

@@ -6,7 +6,7 @@ import logging
 
 import pandas as pd
 
-from jd_ner.encoding import encode_titles, examples_from_frame, spans_cell, spans_of
+from jd_ner.encoding import examples_for_model, spans_cell, spans_of
 from jd_ner.modeling.decode import resolve_overlaps
 from jd_ner.modeling.model import NerModel
 from jd_ner.modeling.predict import predict_spans
@@ -19,10 +19,7 @@ logger = logging.getLogger(__name__)
 def predict_test(model: NerModel, test_titles: pd.DataFrame, params: dict) -> pd.DataFrame:
     """Scored spans for every test title, encoded with the model's own vocabulary and
     windows (titles longer than the model's window are predicted in overlapping windows)."""
-    spec = model.spec
-    encoded = encode_titles(test_titles, model.char_vocab, model.bigram_vocab, model.labels,
-                            spec.max_chars, spec.window_stride)
-    pred = predict_spans(model, examples_from_frame(encoded), int(params["batch_size"]),
+    pred = predict_spans(model, examples_for_model(model, test_titles), int(params["batch_size"]),
                          resolve_device(params["device"]), progress=True)
     rows = [{"title_id": int(tid),
              "spans": spans_cell([(s, e, model.labels[t]) for s, e, t, _ in pred.get(int(tid), [])]),

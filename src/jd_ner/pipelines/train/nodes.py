@@ -12,7 +12,7 @@ import pandas as pd
 
 from jd_ner.config import resolve_trick
 from jd_ner.datasets import CheckpointStore
-from jd_ner.encoding import examples_from_frame, gold_entities
+from jd_ner.encoding import examples_from_frame, gold_entities, lexicon_table
 from jd_ner.evaluation import flat_entities, raw_entities
 from jd_ner.metrics import micro_prf
 from jd_ner.modeling.encoder import EncoderConfig
@@ -20,6 +20,7 @@ from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
 from jd_ner.modeling.training import TrainConfig, fit, resolve_device, seed_everything
 from jd_ner.modeling.tricks import build_objective
+from jd_ner.text.lexicon import select_types
 from jd_ner.tracking import log_metrics
 
 logger = logging.getLogger(__name__)
@@ -41,30 +42,68 @@ def _load_pretrained(path: str):
     return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
 
 
-def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, label_schema: dict,
-                features: dict, pretrained_encoder: str | None) -> NerModel:
-    """A fresh model from the resolved configuration and the features' vocabularies."""
-    model_cfg = config["model"]
+def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab: dict,
+                glyph_vocab: dict, entity_lexicon: dict, label_schema: dict, features: dict,
+                pretrained_encoder: str | None) -> NerModel:
+    """A fresh model from the resolved configuration and the features' vocabularies.
+
+    The model keeps what it needs to read new titles: vocabularies, window size, the
+    pinyin/glyph settings and, with the lexicon on, the lexicon entries of its mode.
+    """
+    model_cfg, objective = config["model"], config["objective"]
     encoder = EncoderConfig(**model_cfg["encoder"])
     transformer = None
     if pretrained_encoder:
         encoder.kind, encoder.pretrained_path = "pretrained", str(pretrained_encoder)
         transformer = _load_pretrained(str(pretrained_encoder))
+    labels = list(label_schema["labels"])
+    pinyin = {**_knobs(model_cfg["pinyin"]), "length": int(features["pinyin_length"])} \
+        if model_cfg["pinyin"]["enabled"] else None
+    glyph = {**_knobs(model_cfg["glyph"]), "length": int(features["glyph_length"]),
+             "depth": int(features["glyph_depth"])} if model_cfg["glyph"]["enabled"] else None
+    lexicon = None
+    if model_cfg["lexicon"]["enabled"]:
+        lex = model_cfg["lexicon"]
+        lexicon = {"mode": lex["mode"], "per_char": int(lex["per_char"]),
+                   "types": select_types(entity_lexicon, lex["mode"], int(lex["rare_max_count"]))}
+    aux = {}
+    if objective["boundary"]["enabled"]:
+        aux["boundary"] = None
+    if objective["main_entity"]["enabled"]:
+        main = str(objective["main_entity"]["type"])
+        if main not in labels:
+            raise ValueError(f"objective.main_entity.type {main!r} is not an entity type of the "
+                             f"data; known: {labels}")
+        aux["main_entity"] = main
     spec = ModelSpec(
-        labels=list(label_schema["labels"]),
+        labels=labels,
         char_vocab=char_vocab,
         encoder=encoder,
         head=HeadConfig(**model_cfg["head"]),
         bigram_vocab=bigram_vocab if encoder.bigram_dim > 0 else None,
         max_chars=int(features["max_chars"]),
         window_stride=int(features["window_stride"]),
+        pinyin=pinyin, glyph=glyph,
+        pinyin_vocab=pinyin_vocab if pinyin else None,
+        glyph_vocab=glyph_vocab if glyph else None,
+        lexicon=lexicon, aux_heads=aux,
     )
     limit = transformer.config.max_position_embeddings if transformer is not None \
         else encoder.max_positions
     if spec.max_chars + 2 > limit:
         raise ValueError(f"features.max_chars={spec.max_chars} (+[CLS]/[SEP]) exceeds the "
                          f"encoder's {limit} positions")
-    return NerModel(spec, transformer=transformer)
+    seed_everything(int(config["optim"]["seed"]))  # weight initialisation depends on the seed
+    model = NerModel(spec, transformer=transformer)
+    n_params = sum(p.numel() for p in model.parameters())
+    head_params = sum(p.numel() for p in model.head.parameters())
+    logger.info("model: %d parameters (%d in the %s head)", n_params, head_params, spec.head.kind)
+    log_metrics({"n_parameters": n_params, "n_head_parameters": head_params})
+    return model
+
+
+def _knobs(section: dict) -> dict:
+    return {k: v for k, v in section.items() if k != "enabled"}
 
 
 # Settings that do not change what is computed: a checkpoint stays valid across them.
@@ -84,10 +123,10 @@ def run_key(config: dict, frames: list[pd.DataFrame], *parts) -> str:
     return digest.hexdigest()[:16]
 
 
-def train_model(train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
-                dev_titles: pd.DataFrame, char_vocab: dict, bigram_vocab: dict,
-                label_schema: dict, config: dict, features: dict, decode: dict,
-                pretrained_encoder: str | None,
+def train_model(model: NerModel, train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
+                train_pinyin_ids: pd.DataFrame, dev_pinyin_ids: pd.DataFrame,
+                train_glyph_ids: pd.DataFrame, dev_glyph_ids: pd.DataFrame,
+                dev_titles: pd.DataFrame, config: dict, decode: dict,
                 checkpoints: CheckpointStore) -> tuple[NerModel, pd.DataFrame]:
     """Train, evaluating flat-BIO entity F1 on dev after each epoch; keep the best epoch.
 
@@ -96,15 +135,16 @@ def train_model(train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
     settings and data (``train.optim.resume``).
     """
     optim = TrainConfig(**config["optim"])
-    seed_everything(optim.seed)  # weight initialisation depends on the seed too
-    model = build_model(config, char_vocab, bigram_vocab, label_schema, features,
-                        pretrained_encoder)
-    n_params = sum(p.numel() for p in model.parameters())
-    head_params = sum(p.numel() for p in model.head.parameters())
-    logger.info("model: %d parameters (%d in the head)", n_params, head_params)
-    log_metrics({"n_parameters": n_params, "n_head_parameters": head_params})
-    train = examples_from_frame(train_encoded)
-    dev = examples_from_frame(dev_encoded)
+    tables = {"train": {"pinyin_ids": train_pinyin_ids, "glyph_ids": train_glyph_ids},
+              "dev": {"pinyin_ids": dev_pinyin_ids, "glyph_ids": dev_glyph_ids}}
+    splits = {}
+    for split, encoded in (("train", train_encoded), ("dev", dev_encoded)):
+        sequences = {name: tables[split][name] for name in model.sequence_fields
+                     if name in tables[split]}
+        if "lexicon_ids" in model.sequence_fields:  # depends on the lexicon mode: matched here
+            sequences["lexicon_ids"] = lexicon_table(model, encoded)
+        splits[split] = examples_from_frame(encoded, **sequences)
+    train, dev = splits["train"], splits["dev"]
     gold = gold_entities(dev_titles)
     labels = model.labels
     device = resolve_device(optim.device)
@@ -119,10 +159,9 @@ def train_model(train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
                 "dev_titles_per_s": len(dev_titles) / seconds}
 
     objective = build_objective(config["objective"], model)
-    started = time.perf_counter()
-    key = run_key(config, [train_encoded, dev_encoded], char_vocab, bigram_vocab, label_schema,
-                  features, pretrained_encoder)
+    key = run_key(config, [train_encoded, dev_encoded], model.spec.to_dict())
     store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
+    started = time.perf_counter()
     result = fit(model, train, optim, objective, evaluate,
                  on_epoch_end=lambda rec: log_metrics(rec, step=rec["epoch"]), checkpoints=store)
     minutes = (time.perf_counter() - started) / 60

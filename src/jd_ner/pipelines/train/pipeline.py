@@ -1,15 +1,19 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import resolve_training_config, train_model
+from .nodes import build_model, resolve_training_config, train_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         node(resolve_training_config, ["params:trick", "params:train"], "training_config",
              name="resolve_training_config"),
+        node(build_model,
+             ["training_config", "char_vocab", "bigram_vocab", "pinyin_vocab", "glyph_vocab",
+              "entity_lexicon", "label_schema", "params:features", "params:pretrained_encoder"],
+             "untrained_model", name="build_model"),
         node(train_model,
-             ["train_encoded", "dev_encoded", "dev_titles", "char_vocab", "bigram_vocab",
-              "label_schema", "training_config", "params:features", "params:decode",
-              "params:pretrained_encoder", "training_checkpoints"],
+             ["untrained_model", "train_encoded", "dev_encoded", "train_pinyin_ids",
+              "dev_pinyin_ids", "train_glyph_ids", "dev_glyph_ids", "dev_titles",
+              "training_config", "params:decode", "training_checkpoints"],
              ["ner_model", "training_history"], name="train_model"),
     ])

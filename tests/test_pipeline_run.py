@@ -43,6 +43,29 @@ def test_session_runs_ingest_to_submit(project, monkeypatch):
     parsed, _ = parse_bio(submission, "submission")
     assert [t.text for t in parsed] == test_titles
     assert (project / "mlflow.db").is_file()
+    check_mlflow_run(project)
+
+
+def check_mlflow_run(project):
+    """One MLflow run with resolved params, per-epoch metrics, provenance tags, artefacts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("jd_ner")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["run.trick"] == "baseline"
+    assert run.data.params["run.optim.epochs"] == "1"
+    assert "train.optim.learning_rate" in run.data.params  # the raw parameters too
+    history = client.get_metric_history(run.info.run_id, "dev_f1")
+    assert [m.step for m in history] == [1]
+    assert {"best_dev_f1", "eval_flat_f1", "eval_raw_f1", "n_parameters"} <= set(run.data.metrics)
+    tags = run.data.tags
+    assert tags["seed"] == "42" and "lib.torch" in tags and len(tags["data.train_sha256"]) == 64
+    artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"ner_model", "learning_curve_plot", "per_type_f1_plot", "dev_metrics",
+            "dev_per_type", "submission", "training_config", "ingest_report"} <= artefacts
 
 
 def test_colon_and_equals_params_are_the_same():

@@ -128,6 +128,14 @@ class Objective:
             return soft_label_gp_loss(scores, labels, valid, eps)
         return multilabel_gp_loss(scores, labels, valid)
 
+    def mixed_loss(self, scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                   mixer: Mixer | None) -> torch.Tensor:
+        """The span loss; for a mixed batch lambda * L(y) + (1 - lambda) * L(y_perm)."""
+        if mixer is None:
+            return self.span_loss(scores, labels, valid)
+        return mixer.lam * self.span_loss(scores, labels, valid) + (
+            1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid)
+
     def sample_mixer(self, batch_size: int, views: int, device) -> Mixer | None:
         """A mixer for this batch with probability ``mixup.probability``, else None.
 
@@ -152,12 +160,7 @@ class Objective:
         first, total = None, 0.0
         for _ in range(samples):
             scores = model.head(F.dropout(h, p, training=True) if p > 0 else h)
-            if mixer is None:
-                loss = self.span_loss(scores, labels, valid)
-            else:
-                loss = mixer.lam * self.span_loss(scores, labels, valid) + (
-                    1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid)
-            total = total + loss
+            total = total + self.mixed_loss(scores, labels, valid, mixer)
             first = scores if first is None else first
         return first, total / samples
 
@@ -172,10 +175,7 @@ class Objective:
         scores, main = self.head_loss(model, h, batch["labels"], valid, mixer)
         tasks, weights = {"main": main}, {"main": 1.0}
         for name, labels in self.aux_labels(batch["labels"]).items():
-            aux_scores = model.aux_heads[name](h)
-            tasks[name] = self.span_loss(aux_scores, labels, valid) if mixer is None else (
-                mixer.lam * self.span_loss(aux_scores, labels, valid)
-                + (1.0 - mixer.lam) * self.span_loss(aux_scores, labels[mixer.perm], valid))
+            tasks[name] = self.mixed_loss(model.aux_heads[name](h), labels, valid, mixer)
             weights[name] = float(self.cfg[name]["weight"])
         parts = {f"loss_{name}": loss.detach() for name, loss in tasks.items()}
         total = combine_tasks(tasks, weights, self.cfg["weighting"], float(self.cfg["logsum_eps"]))

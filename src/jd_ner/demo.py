@@ -90,7 +90,7 @@ def generate(n_titles: int, seed: int) -> list[tuple[str, list[tuple[int, int, s
     return list(seen.items())
 
 
-def write_demo(out_dir: Path, n_train: int = 500, n_test: int = 200, seed: int = 2022) -> None:
+def write_demo(out_dir: Path, n_train: int = 320, n_test: int = 120, seed: int = 2022) -> None:
     """The synthetic train file (BIO) and test file (one title per line, two of them
     longer than a model window so that windowed prediction is exercised)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,8 @@ def write_demo(out_dir: Path, n_train: int = 500, n_test: int = 200, seed: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/01_raw"))
-    parser.add_argument("--train", type=int, default=500)
-    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--train", type=int, default=320)
+    parser.add_argument("--test", type=int, default=120)
     parser.add_argument("--seed", type=int, default=2022)
     args = parser.parse_args()
     write_demo(args.out, args.train, args.test, args.seed)

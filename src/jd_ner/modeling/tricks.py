@@ -34,7 +34,7 @@ from jd_ner.modeling.model import NerModel
 
 DEFAULTS = {
     "label_smoothing": 0.0,
-    "rdrop": {"enabled": False, "alpha": 4.0},
+    "rdrop": {"enabled": False, "alpha": 0.01},
     "simcse": {"enabled": False, "weight": 0.1, "temperature": 0.05, "pooling": "mean"},
     "multisample_dropout": {"enabled": False, "samples": 4, "p": 0.3},
     "mixup": {"enabled": False, "alpha": 0.5, "layer": "encoder", "probability": 0.5},

@@ -52,15 +52,11 @@ def measure_one(args: argparse.Namespace) -> dict:
 
     from jd_ner.config import resolve_trick
     from jd_ner.datasets import RawFile
-    from jd_ner.encoding import encode_titles, examples_from_frame
+    from jd_ner.encoding import examples_for_model
     from jd_ner.modeling.predict import predict_spans
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
     from jd_ner.modeling.tricks import build_objective
-    from jd_ner.pipelines.features.nodes import (
-        build_bigram_vocabulary,
-        build_char_vocabulary,
-        build_label_schema,
-    )
+    from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
     from jd_ner.pipelines.train.nodes import build_model
 
@@ -72,22 +68,26 @@ def measure_one(args: argparse.Namespace) -> dict:
     raw = RawFile(str(args.train_file), Path(args.train_file).read_bytes())
     titles, _ = parse_labelled_titles(raw, params["ingest"])
     train = titles.iloc[: args.train_titles].reset_index(drop=True)
-    features = params["features"]
-    char_vocab = build_char_vocabulary(titles, params["pretrained_encoder"], features)
-    bigram_vocab = build_bigram_vocabulary(titles, features)
-    schema = build_label_schema(titles, titles.iloc[:0])
+    # Vocabularies and lexicon from the whole file, as the features pipeline would build them
+    # from a train split; only the model's inputs below are timed.
+    fparams, pretrained = params["features"], params["pretrained_encoder"]
     torch.manual_seed(0)
-    model = build_model(config, char_vocab, bigram_vocab, schema, features,
-                        params["pretrained_encoder"])
+    model = build_model(
+        config, features.build_char_vocabulary(titles, pretrained, fparams),
+        features.build_bigram_vocabulary(titles, fparams),
+        features.build_pinyin_vocabulary(titles) if config["model"]["pinyin"]["enabled"] else {},
+        features.build_glyph_vocabulary(titles, fparams) if config["model"]["glyph"]["enabled"]
+        else {},
+        features.build_entity_lexicon(titles, fparams),
+        features.build_label_schema(titles, titles.iloc[:0]), fparams, pretrained)
     optim = TrainConfig(**{**config["optim"], "epochs": 1, "progress": False})
     device = resolve_device(optim.device)
-    encoded = encode_titles(train, model.char_vocab, model.bigram_vocab, model.labels,
-                            model.spec.max_chars, model.spec.window_stride)
+    examples = examples_for_model(model, train)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     # One epoch through the real training loop; the no-op evaluation keeps it to training.
-    record = fit(model, examples_from_frame(encoded), optim,
-                 build_objective(config["objective"], model), lambda m: {"dev_f1": 0.0}).history[0]
+    record = fit(model, examples, optim, build_objective(config["objective"], model),
+                 lambda m: {"dev_f1": 0.0}).history[0]
     model.to(device)
 
     if args.predict_file:
@@ -95,10 +95,10 @@ def measure_one(args: argparse.Namespace) -> dict:
     else:
         test = titles
     test = test.iloc[: args.predict_titles].reset_index(drop=True)
+    # Timed from raw titles: encoding and the model's own feature extraction included.
     start = time.perf_counter()
-    encoded_test = encode_titles(test.assign(spans="[]"), model.char_vocab, model.bigram_vocab,
-                                 model.labels, model.spec.max_chars, model.spec.window_stride)
-    predict_spans(model, examples_from_frame(encoded_test), optim.eval_batch_size, device)
+    predict_spans(model, examples_for_model(model, test.assign(spans="[]")),
+                  optim.eval_batch_size, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     predict_seconds = time.perf_counter() - start

@@ -1,0 +1,35 @@
+"""The benchmark script runs end to end (tiny sizes) and prints its figures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "data" / "01_raw"
+
+
+def test_benchmark_prints_figures_for_plain_and_feature_tricks(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"),
+           "--train-file", str(RAW / "synthetic_train.txt"),
+           "--predict-file", str(RAW / "synthetic_test.txt"),
+           "--tricks", "baseline,gpkg+pinyin_glyph", "--train-titles", "16",
+           "--predict-titles", "24", "--threads", "1", "--features", "--feature-titles", "50",
+           "--set", "model.encoder.hidden_size=32", "--set", "model.encoder.bigram_dim=16",
+           "--set", "model.encoder.lstm_hidden=16", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("baseline") for line in lines)
+    assert any(line.startswith("gpkg+pinyin_glyph") for line in lines)
+    assert "feature extraction of 50 titles" in done.stdout
+    results = json.loads(out.read_text())
+    base, rich = results[0], results[1]
+    assert base["train_titles"] == 16 and base["predict_titles"] == 24
+    # The feature tricks add embeddings and CNNs: more parameters than the baseline.
+    assert rich["parameters"] > base["parameters"]
+    for r in (base, rich):
+        assert r["train_titles_per_s"] > 0 and r["predict_titles_per_s"] > 0
+        assert r["peak_rss_mib"] > 0
+    assert results[2]["features"]["titles"] == 50

@@ -27,7 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_parameters(conf: Path) -> dict:
+    import warnings
+
     from kedro.config import OmegaConfigLoader
+
+    # Kedro 1.7 calls OmegaConf's deprecated resolver API; not ours to fix, not worth printing.
+    warnings.filterwarnings("ignore", message="register_new_resolver", category=UserWarning)
 
     loader = OmegaConfigLoader(str(conf), base_env="base", default_run_env="local")
     return loader["parameters"]

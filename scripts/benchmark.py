@@ -75,15 +75,15 @@ def measure_one(args: argparse.Namespace) -> dict:
     train = titles.iloc[: args.train_titles].reset_index(drop=True)
     # Vocabularies and lexicon from the whole file, as the features pipeline would build them
     # from a train split; only the model's inputs below are timed.
-    fparams, pretrained = params["features"], params["pretrained_encoder"]
+    # Tables the model does not read are left empty (build_model ignores them).
+    fparams, pretrained, uses = params["features"], params["pretrained_encoder"], config["model"]
     torch.manual_seed(0)
     model = build_model(
         config, features.build_char_vocabulary(titles, pretrained, fparams),
         features.build_bigram_vocabulary(titles, fparams),
-        features.build_pinyin_vocabulary(titles) if config["model"]["pinyin"]["enabled"] else {},
-        features.build_glyph_vocabulary(titles, fparams) if config["model"]["glyph"]["enabled"]
-        else {},
-        features.build_entity_lexicon(titles, fparams),
+        features.build_pinyin_vocabulary(titles) if uses["pinyin"]["enabled"] else {},
+        features.build_glyph_vocabulary(titles, fparams) if uses["glyph"]["enabled"] else {},
+        features.build_entity_lexicon(titles, fparams) if uses["lexicon"]["enabled"] else {},
         features.build_label_schema(titles, titles.iloc[:0]), fparams, pretrained)
     optim = TrainConfig(**{**config["optim"], "epochs": 1, "progress": False})
     device = resolve_device(optim.device)

@@ -1,6 +1,7 @@
 """The loss-side tricks against their formulas, on small random tensors."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,13 @@ def test_presets_combine_and_unknown_settings_fail():
         resolve_trick("mixup", train)
     with pytest.raises(ValueError, match="unknown setting 'objective.rdorp'|'rdorp'"):
         resolve_trick("typo", train)
+
+
+def test_code_defaults_match_the_yaml_defaults():
+    """Objectives built without Kedro (tests, notebooks) use the same defaults as a run."""
+    import yaml
+
+    from jd_ner.modeling.tricks import DEFAULTS
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_train.yml"
+    assert yaml.safe_load(conf.read_text())["train"]["objective"] == DEFAULTS

@@ -84,7 +84,7 @@ def measure_one(args: argparse.Namespace) -> dict:
         features.build_pinyin_vocabulary(titles) if uses["pinyin"]["enabled"] else {},
         features.build_glyph_vocabulary(titles, fparams) if uses["glyph"]["enabled"] else {},
         features.build_entity_lexicon(titles, fparams) if uses["lexicon"]["enabled"] else {},
-        features.build_label_schema(titles, titles.iloc[:0]), fparams, pretrained)
+        features.build_label_schema(titles, titles.iloc[:0], titles.iloc[:0]), fparams, pretrained)
     optim = TrainConfig(**{**config["optim"], "epochs": 1, "progress": False})
     device = resolve_device(optim.device)
     examples = examples_for_model(model, train)
@@ -131,7 +131,7 @@ def measure_features(args: argparse.Namespace) -> dict:
     from jd_ner.encoding import encode_titles, lexicon_ids, sequence_table
     from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
-    from jd_ner.text.lexicon import LexiconMatcher, select_types
+    from jd_ner.text.lexicon import LexiconMatcher, select_entries
     from jd_ner.text.vocab import Vocab
 
     params = load_parameters(args.conf)
@@ -159,7 +159,7 @@ def measure_features(args: argparse.Namespace) -> dict:
     timings["glyph"] = time.perf_counter() - start
     labels = sorted({t for types in lexicon.values() for t in types})
     start = time.perf_counter()
-    matcher = LexiconMatcher(select_types(lexicon, "all"), labels)
+    matcher = LexiconMatcher(select_entries(lexicon, "all"), labels)
     sequence_table(encoded, "lexicon_ids", lexicon_ids(matcher, 4))
     timings["lexicon"] = time.perf_counter() - start
     return {"titles": len(test), "vocab_and_lexicon_seconds": vocab_seconds,

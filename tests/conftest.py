@@ -29,6 +29,9 @@ TINY_MODEL = {
 }
 
 
+DECODE = {"overlap": "greedy_score", "whitespace": "trim"}
+
+
 def base_parameters() -> dict:
     """The project's parameters as `kedro run` would load them from conf/base."""
     from kedro.config import OmegaConfigLoader

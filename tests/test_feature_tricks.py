@@ -13,7 +13,7 @@ from jd_ner.modeling.heads import EfficientGlobalPointer, GlobalPointer
 from jd_ner.modeling.tricks import Objective, combine_tasks
 from jd_ner.pipelines.features import nodes as features
 from jd_ner.text.char_features import glyph_components, pinyin_sequences
-from jd_ner.text.lexicon import LexiconMatcher, select_types
+from jd_ner.text.lexicon import LexiconMatcher, select_entries
 from jd_ner.text.vocab import Vocab
 
 from .conftest import tiny_features
@@ -42,10 +42,10 @@ def test_lexicon_holds_train_strings_only():
 
 def test_lexicon_modes_and_matches():
     lexicon = {"苹果": {"1": 5, "4": 2}, "手机壳": {"4": 2}, "保温杯": {"4": 9}}
-    assert select_types(lexicon, "all")["苹果"] == ["1", "4"]
-    assert select_types(lexicon, "top1")["苹果"] == ["1"]
-    assert select_types(lexicon, "rare_single", rare_max_count=3) == {"手机壳": ["4"]}
-    matcher = LexiconMatcher(select_types(lexicon, "all"), ["1", "4"])
+    assert select_entries(lexicon, "all")["苹果"] == {"1": 5, "4": 2}
+    assert select_entries(lexicon, "top1")["苹果"] == {"1": 5}
+    assert select_entries(lexicon, "rare_single", rare_max_count=3) == {"手机壳": {"4": 2}}
+    matcher = LexiconMatcher(select_entries(lexicon, "all"), ["1", "4"])
     feats = matcher.features("苹果手机壳x", per_char=3)
     b1, i1, b4, i4 = 1, 2, 3, 4  # 1 + 2k (B) and 2 + 2k (I) for type index k
     assert feats[0] == [b1, b4, 0] and feats[1] == [i1, i4, 0]

@@ -12,7 +12,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jd_ner.pipelines.submit.nodes import predict_test, write_submission
+from jd_ner.pipelines.evaluate.nodes import predict_titles
+from jd_ner.pipelines.submit.nodes import write_submission
 from jd_ner.text.bio import (
     InputFormatError,
     decode,
@@ -23,6 +24,7 @@ from jd_ner.text.bio import (
     validate_submission,
 )
 
+from .conftest import DECODE
 from .test_model_io import tiny_model
 
 NASTY = ["\u3000", "\u200b", "\u200d", "\u0301", "\u20dd", "😀", "👩", "\r", "\t", " ",
@@ -129,9 +131,9 @@ def test_submission_node_tags_every_character_of_long_titles(texts):
     model = _model()  # windows of 30 characters, 20 apart
     frame = pd.DataFrame({"title_id": range(len(texts)), "text": texts,
                           "spans": ["[]"] * len(texts), "line": range(1, len(texts) + 1)})
-    predictions = predict_test(model, frame, {"batch_size": 8, "device": "cpu"})
+    predictions = predict_titles(model, frame, {"batch_size": 8, "device": "cpu", "amp": False})
     for text, cell in zip(texts, predictions["spans"], strict=True):
         assert all(0 <= s <= e < len(text) for s, e, _ in json.loads(cell))
-    content = write_submission(frame, predictions, model, {"overlap": "greedy_score"})
+    content = write_submission(frame, predictions, model, DECODE)
     assert content.count("\n") == sum(len(t) + 1 for t in texts)
     validate_submission(content, texts)

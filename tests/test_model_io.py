@@ -60,18 +60,6 @@ def test_unknown_characters_map_to_unk_and_spaces_to_space_token():
     assert ids == [cv.lookup("a"), cv.id_of("space"), cv.id_of("unk")]
 
 
-def test_model_and_features_that_do_not_match_fail_clearly():
-    from jd_ner.pipelines.evaluate.nodes import check_compatible
-
-    model = tiny_model(["小米手机壳"], labels=("1", "4"))
-    check_compatible(model, model.spec.char_vocab, {"labels": ["1", "4"]})
-    with pytest.raises(ValueError, match="label schema does not match"):
-        check_compatible(model, model.spec.char_vocab, {"labels": ["1", "4", "5"]})
-    other = build_char_vocab(["华为充电器"]).to_dict()
-    with pytest.raises(ValueError, match="character vocabulary does not match"):
-        check_compatible(model, other, {"labels": ["1", "4"]})
-
-
 def test_out_of_memory_names_the_batch_and_what_to_lower():
     from jd_ner.modeling.training import OutOfMemory, TrainConfig, fit
 

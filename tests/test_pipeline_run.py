@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -36,6 +37,15 @@ def test_session_runs_ingest_to_submit(project, monkeypatch):
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
     assert newest(data / "08_reporting", "learning_curve.png").stat().st_size > 0
     assert newest(data / "08_reporting", "dev_per_type.csv").is_file()
+    summary = json.loads(newest(data / "08_reporting", "evaluation_summary.json").read_text())
+    test_metrics = json.loads(newest(data / "08_reporting", "test_metrics.json").read_text())
+    low, high = test_metrics["interval_95"]["f1"]
+    assert low <= test_metrics["flat_f1"] <= high and summary["test"]["f1"] == test_metrics["flat_f1"]
+    titles = {name: pd.read_parquet(newest(data / "03_primary", f"{name}_titles.parquet"))
+              for name in ("train", "dev", "test")}
+    assert {name: len(t) for name, t in titles.items()} == {"train": 40, "dev": 5, "test": 5}
+    ids = [set(t["title_id"]) for t in titles.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     submission = newest(data / "07_model_output", "submission.txt").read_text(encoding="utf-8")
     test_titles = (data / "01_raw" / "synthetic_test.txt").read_text(encoding="utf-8").splitlines()
     validate_submission(submission, test_titles)
@@ -60,12 +70,14 @@ def check_mlflow_run(project):
     assert "train.optim.learning_rate" in run.data.params  # the raw parameters too
     history = client.get_metric_history(run.info.run_id, "dev_f1")
     assert [m.step for m in history] == [1]
-    assert {"best_dev_f1", "eval_flat_f1", "eval_raw_f1", "n_parameters"} <= set(run.data.metrics)
+    assert {"best_dev_f1", "test_f1", "test_f1_low", "test_f1_high", "selection_dev_f1",
+            "n_parameters"} <= set(run.data.metrics)
     tags = run.data.tags
     assert tags["seed"] == "42" and "lib.torch" in tags and len(tags["data.train_sha256"]) == 64
     artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"ner_model", "learning_curve_plot", "per_type_f1_plot", "dev_metrics",
-            "dev_per_type", "submission", "training_config", "ingest_report"} <= artefacts
+            "dev_per_type", "test_metrics", "test_per_type", "evaluation_summary", "submission",
+            "training_config", "ingest_report"} <= artefacts
 
 
 def test_colon_and_equals_params_are_the_same():

@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from .conftest import TINY_MODEL, tiny_config, tiny_features
+from .conftest import DECODE, TINY_MODEL, tiny_config, tiny_features
 
 LOCAL = {"train": {"model": TINY_MODEL, "optim": {
     "epochs": 12, "batch_size": 8, "progress": False, "checkpoint_every": 2, "threads": 1}},
@@ -66,7 +66,7 @@ def test_training_killed_with_sigkill_resumes_to_identical_weights(project, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def train_once(tiny_titles, tmp_path, name, trick="baseline"):
+def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None):
     """Features and training through the node functions, as the pipeline calls them."""
     from jd_ner.datasets import CheckpointStore
     from jd_ner.encoding import spans_cell, titles_frame
@@ -82,17 +82,17 @@ def train_once(tiny_titles, tmp_path, name, trick="baseline"):
     pv = features.build_pinyin_vocabulary(train)
     gv = features.build_glyph_vocabulary(train, params)
     lexicon = features.build_entity_lexicon(train, params)
-    schema = features.build_label_schema(train, dev)
-    config = tiny_config(trick)
-    config["optim"].update(epochs=2, batch_size=8, progress=False, resume="never")
-    encoded = {s: features.encode_split(f, cv, bv, schema, params)
-               for s, f in (("train", train), ("dev", dev))}
-    pinyin = {s: features.encode_pinyin(e, pv, params) for s, e in encoded.items()}
-    glyph = {s: features.encode_glyphs(e, gv, params) for s, e in encoded.items()}
+    folds = features.build_entity_lexicon_folds(train, params)
+    schema = features.build_label_schema(train, dev, dev.iloc[:0])
+    if config is None:
+        config = tiny_config(trick)
+        config["optim"].update(epochs=2, batch_size=8, progress=False, resume="never")
+    inputs = {s: features.build_model_input(features.encode_split(f, cv, bv, schema, params),
+                                            pv, gv, params)
+              for s, f in (("train", train), ("dev", dev))}
     model = build_model(config, cv, bv, pv, gv, lexicon, schema, params, None)
-    model, history = train_model(model, encoded["train"], encoded["dev"], pinyin["train"],
-                                 pinyin["dev"], glyph["train"], glyph["dev"], dev, config,
-                                 {"overlap": "greedy_score"}, CheckpointStore(str(tmp_path / name)))
+    model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev, config,
+                                 DECODE, CheckpointStore(str(tmp_path / name)))
     return model, history
 
 

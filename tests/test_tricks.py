@@ -69,18 +69,27 @@ def test_label_smoothing_matches_its_formula_is_finite_and_ignores_invalid_cells
 def test_divergence_is_zero_on_itself_symmetric_and_non_negative():
     s, _, valid = random_case(2)
     t = s + torch.randn_like(s)
-    assert torch.equal(gp_divergence(s, s, valid), torch.zeros(s.shape[0]))
+    assert torch.equal(gp_divergence(s, s, valid), torch.zeros(s.shape[:2]))
     assert torch.allclose(gp_divergence(s, t, valid), gp_divergence(t, s, valid))
     assert (gp_divergence(s, t, valid) > 0).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_divergence_is_finite_in_half_precision_with_padding(dtype):
+def test_divergence_is_finite_in_half_precision_with_padding_forward_and_backward(dtype):
     s, _, valid = random_case(3)
     s = (s * 10).to(dtype)  # large logits
     t = (s.float() + torch.randn(s.shape) * 5).to(dtype)
-    s[~valid.expand_as(s)] = float("inf")  # garbage in padded cells must not leak
-    assert torch.isfinite(rdrop_loss(s, t, valid, alpha=4.0))
+    s[~valid.expand_as(s)] = float("inf")  # fp16 overflow in padded cells must not leak
+    t[~valid.expand_as(t)] = float("-inf")
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    loss = rdrop_loss(s, t, valid, alpha=4.0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    mask = valid.expand_as(s)
+    for grad in (s.grad, t.grad):
+        assert torch.isfinite(grad).all()
+        assert (grad[~mask] == 0).all() and (grad[mask] != 0).any()
 
 
 def test_divergence_gradient_reaches_every_valid_cell():

@@ -68,7 +68,7 @@ def save_model(model, directory: str | os.PathLike) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "jd_ner.model/1"})
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": model.spec.to_dict()["format"]})
         (tmp / CONFIG).write_text(json.dumps(model.spec.to_dict(), ensure_ascii=False, indent=1),
                                   encoding="utf-8")
         if directory.exists():
@@ -89,7 +89,10 @@ def load_model(directory: str | os.PathLike):
     for name in (WEIGHTS, CONFIG):
         if not (directory / name).is_file():
             raise DatasetError(f"{directory} is not a saved jd_ner model: {name} is missing")
-    spec = ModelSpec.from_dict(json.loads((directory / CONFIG).read_text(encoding="utf-8")))
+    try:
+        spec = ModelSpec.from_dict(json.loads((directory / CONFIG).read_text(encoding="utf-8")))
+    except ValueError as err:
+        raise DatasetError(f"{directory}: {err}") from None
     model = NerModel(spec)
     state = load_file(str(directory / WEIGHTS))
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -1,25 +1,27 @@
-"""Predicted spans -> entity sets, tables and plots for evaluation and submission."""
+"""Predicted spans -> entity sets, scores with bootstrap intervals, and per-type tables."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from jd_ner.metrics import Entity, error_classes, micro_prf, per_type_prf
-from jd_ner.modeling.decode import ScoredSpan, resolve_overlaps
+from jd_ner.modeling.decode import ScoredSpan, decode_title
 
 
 def raw_entities(pred: Mapping[int, Sequence[ScoredSpan]], labels: Sequence[str]) -> set[Entity]:
-    """Every span above threshold, overlaps included."""
+    """Every span above threshold, overlaps included (the model's raw output)."""
     return {(tid, s, e, labels[t]) for tid, spans in pred.items() for s, e, t, _ in spans}
 
 
-def flat_entities(pred: Mapping[int, Sequence[ScoredSpan]], labels: Sequence[str],
-                  overlap: str) -> set[Entity]:
-    """Entities after overlap resolution: what flat BIO output (and the competition) sees."""
+def flat_entities(pred: Mapping[int, Sequence[ScoredSpan]], texts: Mapping[int, str],
+                  labels: Sequence[str], decode: Mapping) -> set[Entity]:
+    """Entities after decoding (whitespace edges, overlaps): what flat BIO output, and the
+    competition, sees."""
     return {(tid, s, e, labels[t]) for tid, spans in pred.items()
-            for s, e, t, _ in resolve_overlaps(spans, overlap)}
+            for s, e, t, _ in decode_title(spans, texts[tid], decode)}
 
 
 def metrics_report(pred_raw: set[Entity], pred_flat: set[Entity], gold: set[Entity]) -> dict:
@@ -29,6 +31,41 @@ def metrics_report(pred_raw: set[Entity], pred_flat: set[Entity], gold: set[Enti
         "n_gold": flat.n_gold, "n_pred_flat": flat.n_pred, "n_pred_raw": raw.n_pred,
         **{f"errors_{k}": v for k, v in error_classes(pred_flat, gold).items()},
     }
+
+
+def per_title_counts(pred: set[Entity], gold: set[Entity], title_ids: Sequence[int]) -> np.ndarray:
+    """(n_titles, 3) array of true positives, predictions and gold entities per title."""
+    row = {int(tid): i for i, tid in enumerate(title_ids)}
+    counts = np.zeros((len(row), 3), dtype=np.int64)
+    for e in pred & gold:
+        counts[row[e[0]], 0] += 1
+    for e in pred:
+        counts[row[e[0]], 1] += 1
+    for e in gold:
+        counts[row[e[0]], 2] += 1
+    return counts
+
+
+def bootstrap_interval(counts: np.ndarray, samples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of micro P, R and F1, resampling titles.
+
+    Draw ``samples`` resamples of the titles with replacement (``rng.integers(0, n, (samples,
+    n))`` of ``numpy.random.default_rng(seed)``), recompute micro P/R/F1 from the summed
+    per-title counts, and take the (1 - level)/2 and (1 + level)/2 quantiles. Titles are the
+    unit because a title's entities are not independent of each other.
+    """
+    n = len(counts)
+    if n == 0:
+        return {k: (float("nan"), float("nan")) for k in ("precision", "recall", "f1")}
+    index = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    tp, n_pred, n_gold = (counts[:, k][index].sum(axis=1).astype(float) for k in range(3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stats = {"precision": np.where(n_pred > 0, tp / n_pred, 0.0),
+                 "recall": np.where(n_gold > 0, tp / n_gold, 0.0),
+                 "f1": np.where(n_pred + n_gold > 0, 2 * tp / (n_pred + n_gold), 0.0)}
+    lo, hi = (1 - level) / 2, (1 + level) / 2
+    return {k: (float(np.quantile(v, lo)), float(np.quantile(v, hi))) for k, v in stats.items()}
 
 
 def per_type_table(pred: set[Entity], gold: set[Entity]) -> pd.DataFrame:

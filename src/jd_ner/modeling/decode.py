@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -28,20 +28,59 @@ def spans_from_scores(scores: torch.Tensor, char_mask: torch.Tensor,
 def merge_windows(window_spans: Iterable[tuple[int, int, int, list[ScoredSpan]]]) -> list[ScoredSpan]:
     """Spans of one title from its windows ``(char_start, window_length, title_length, spans)``.
 
-    A span touching a window edge that is not the title's edge may be cut short, so it is
-    dropped; the overlapping neighbour window sees the entity whole. Duplicates keep
-    their highest score.
+    A window cut inside the title cannot tell whether a span touching that cut ends there:
+    the entity may go on in the next window. So each end of a span must be vouched for by
+    some window that predicts the same span with that end away from its cuts; a span is
+    kept when both ends are. An entity lying wholly in the overlap is vouched for at its
+    start by the left window and at its end by the right one. Duplicates keep their
+    highest score.
     """
     best: dict[tuple[int, int, int], float] = {}
+    start_ok: set[tuple[int, int, int]] = set()
+    end_ok: set[tuple[int, int, int]] = set()
     for char_start, length, title_length, spans in window_spans:
         cut_left = char_start > 0
         cut_right = char_start + length < title_length
         for start, end, label, score in spans:
-            if (cut_left and start == 0) or (cut_right and end == length - 1):
-                continue
             key = (start + char_start, end + char_start, label)
+            if not (cut_left and start == 0):
+                start_ok.add(key)
+            if not (cut_right and end == length - 1):
+                end_ok.add(key)
             if score > best.get(key, float("-inf")):
                 best[key] = score
+    return [(s, e, t, v) for (s, e, t), v in sorted(best.items())
+            if (s, e, t) in start_ok and (s, e, t) in end_ok]
+
+
+WHITESPACE = ("trim", "drop", "keep")
+
+
+def clean_whitespace(spans: Sequence[ScoredSpan], text: str, mode: str = "trim") -> list[ScoredSpan]:
+    """Spans whose first or last character is whitespace (gold spans never are).
+
+    ``trim`` moves such edges inward to the nearest non-space character (a span of spaces
+    only disappears; a trimmed span equal to another keeps the higher score), ``drop``
+    removes them, ``keep`` returns the spans unchanged.
+    """
+    if mode not in WHITESPACE:
+        raise ValueError(f"unknown decode.whitespace {mode!r}; known: {WHITESPACE}")
+    if mode == "keep":
+        return list(spans)
+    best: dict[tuple[int, int, int], float] = {}
+    for start, end, label, score in spans:
+        if text[start].isspace() or text[end].isspace():
+            if mode == "drop":
+                continue
+            while start <= end and text[start].isspace():
+                start += 1
+            while end >= start and text[end].isspace():
+                end -= 1
+            if start > end:
+                continue
+        key = (start, end, label)
+        if score > best.get(key, float("-inf")):
+            best[key] = score
     return [(s, e, t, v) for (s, e, t), v in sorted(best.items())]
 
 
@@ -67,3 +106,11 @@ def resolve_overlaps(spans: Sequence[ScoredSpan], strategy: str = "greedy_score"
             kept.append(span)
             taken.update(cells)
     return sorted(kept)
+
+
+def decode_title(spans: Sequence[ScoredSpan], text: str, decode: Mapping) -> list[ScoredSpan]:
+    """A title's entities for flat output: whitespace edges handled, then overlaps resolved
+    (``decode.whitespace``, ``decode.overlap``). Evaluation, training-time selection and
+    submission all decode through this one function."""
+    return resolve_overlaps(clean_whitespace(spans, text, decode["whitespace"]),
+                            decode["overlap"])

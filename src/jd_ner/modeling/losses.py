@@ -60,20 +60,28 @@ def soft_label_gp_loss(scores: torch.Tensor, labels: torch.Tensor, valid: torch.
 
 
 def gp_divergence(s: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """R-Drop divergence for GP scores (kexue.fm/archives/9039), per sample.
+    """R-Drop divergence for GP scores (kexue.fm/archives/9039), per (sample, type): (B, T).
 
-    D(s, t) = sum over valid cells of (sigmoid(s) - sigmoid(t)) * (s - t). It is
-    symmetric, zero for s = t and non-negative. Logits are not clipped: clipping
-    them (as the write-up does) zeroes the gradient on every negative score.
+    D(s, t) = sum over the type's valid cells of (sigmoid(s) - sigmoid(t)) * (s - t). It is
+    symmetric, zero for s = t and non-negative. Invalid cells are zeroed in the *inputs*,
+    before any arithmetic: a padded cell holding inf (fp16 overflow) would otherwise give
+    inf - inf = NaN, and a NaN gradient survives masking the product afterwards. Logits
+    are not clipped: clipping them (as the write-up does) zeroes the gradient on every
+    negative score.
     """
-    s, t = s.float(), t.float()
+    mask = valid.expand_as(s)
+    s = torch.where(mask, s.float(), 0.0)
+    t = torch.where(mask, t.float(), 0.0)
     cell = (torch.sigmoid(s) - torch.sigmoid(t)) * (s - t)
-    cell = torch.where(valid.expand_as(cell), cell, torch.zeros_like(cell))
-    return cell.flatten(1).sum(-1)
+    return cell.flatten(2).sum(-1)
 
 
 def rdrop_loss(s: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, alpha: float) -> torch.Tensor:
-    """alpha/4 * mean(D(s, t) + D(t, s)) as in the write-up's weighting."""
+    """alpha/4 * mean over (sample, type) of D(s, t) + D(t, s): the write-up's units.
+
+    (Averaging over samples only, and summing over types, would weigh the same alpha
+    T times more: 51 times on the JD label set.)
+    """
     return alpha / 4.0 * (gp_divergence(s, t, valid) + gp_divergence(t, s, valid)).mean()
 
 

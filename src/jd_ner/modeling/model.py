@@ -17,6 +17,8 @@ from jd_ner.modeling.heads import build_head
 from jd_ner.text.lexicon import LexiconMatcher
 from jd_ner.text.vocab import Vocab
 
+FORMAT = "jd_ner.model/2"
+
 
 @dataclass
 class HeadConfig:
@@ -41,18 +43,25 @@ class ModelSpec:
     glyph: dict | None = None
     pinyin_vocab: dict | None = None
     glyph_vocab: dict | None = None
-    # lexicon knowledge: {"types": {string: [type, ...]}, "per_char": n} (None: off)
+    # lexicon knowledge: {"entries": {string: {type: count}}, "per_char": n, "mode": m}
+    # (None: off)
     lexicon: dict | None = None
     # training-only 1-type heads: name -> the type it finds (None: any entity)
     aux_heads: dict = field(default_factory=dict)
+    # "train split" (dev selected the epoch; test held out), or "all labelled titles
+    # (final_fit; unevaluated)"
+    trained_on: str = "train split"
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["format"] = "jd_ner.model/1"
+        data["format"] = FORMAT
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"a saved model of format {data.get('format')!r}; this version of "
+                             f"jd_ner reads {FORMAT!r}: re-train it")
         data = {k: v for k, v in data.items() if k != "format"}
         data["encoder"] = EncoderConfig(**data["encoder"])
         data["head"] = HeadConfig(**data["head"])
@@ -87,7 +96,7 @@ class NerModel(nn.Module):
         self.lexicon_matcher = None
         if spec.lexicon:
             self.lexicon = LexiconEmbedding(LexiconMatcher.num_features(len(spec.labels)), width)
-            self.lexicon_matcher = LexiconMatcher(spec.lexicon["types"], spec.labels)
+            self.lexicon_matcher = LexiconMatcher(spec.lexicon["entries"], spec.labels)
         self.head = build_head(spec.head.kind, width, len(spec.labels), spec.head.head_size,
                                spec.head.rope)
         self.aux_heads = nn.ModuleDict({

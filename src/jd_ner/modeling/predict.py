@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from jd_ner.modeling.batching import Collator, Example, move, sequential_batches
 from jd_ner.modeling.decode import ScoredSpan, merge_windows, spans_from_scores
+from jd_ner.modeling.device import autocast_dtype
 from jd_ner.modeling.model import NerModel
 
 
@@ -23,21 +24,24 @@ def collator_for(model: NerModel) -> Collator:
 @torch.no_grad()
 def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 64,
                   device: torch.device | str = "cpu", progress: bool = False,
-                  threshold: float = 0.0) -> dict[int, list[ScoredSpan]]:
+                  threshold: float = 0.0, amp: bool = False) -> dict[int, list[ScoredSpan]]:
     """Scored spans (character positions in the whole title) for every title id.
 
-    Every title id present in ``examples`` gets an entry, possibly empty.
+    Every title id present in ``examples`` gets an entry, possibly empty. ``amp`` runs the
+    model under bf16 autocast on CUDA (where supported, else fp16); off, or on a CPU, in
+    full precision.
     """
     was_training = model.training
     model.eval()
     collate = collator_for(model)
     device = torch.device(device)
+    amp_dtype = autocast_dtype(device, amp)
     windows: dict[int, list] = defaultdict(list)
     batches = list(sequential_batches(examples, batch_size))
     for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, mininterval=5):
         chunk = [examples[i] for i in idx]
         batch = collate(chunk, with_labels=False)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             scores = model(move(batch, device))
         for ex, spans in zip(chunk, spans_from_scores(scores.float(), batch["char_mask"].to(device),
                                                       threshold), strict=True):

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jd_ner.modeling.batching import Example, length_bucketed_batches, move
+from jd_ner.modeling.device import autocast_dtype, resolve_device
 from jd_ner.modeling.model import NerModel
 from jd_ner.modeling.predict import collator_for
 
@@ -66,12 +67,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _param_groups(model: NerModel, cfg: TrainConfig) -> list[dict]:
@@ -133,12 +128,13 @@ def _is_oom(err: BaseException) -> bool:
 
 
 def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
-        evaluate: Callable[[NerModel], dict[str, float]],
+        evaluate: Callable[[NerModel], dict[str, float]] | None,
         on_epoch_end: Callable[[dict], None] | None = None,
         score_key: str = "dev_f1", checkpoints: Checkpoints | None = None) -> FitResult:
     """Train ``model`` in place; at the end it holds the weights of its best epoch.
 
-    ``evaluate(model)`` returns dev metrics after each epoch, ``score_key`` among them;
+    ``evaluate(model)`` returns dev metrics after each epoch, ``score_key`` among them
+    (``None``: no selection, the last epoch is kept and ``best_score`` stays -inf);
     ``on_epoch_end(record)`` receives the epoch's record (for logging). With
     ``checkpoints``, the complete state (weights, optimizer, scheduler, loss scaler, RNG
     states, position in the epoch, best epoch so far) is saved every ``checkpoints.every``
@@ -160,9 +156,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     # it in the large bigram embedding.
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, cfg.warmup_ratio))
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     result = FitResult(best_epoch=0, best_score=float("-inf"))
     best_state = None
@@ -203,7 +198,7 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
             idx = batches[b]
             batch = move(collate([train[i] for i in idx]), device)
             try:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss, parts = objective(model, batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, "
@@ -235,13 +230,16 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         record = {"epoch": epoch, **{k: v / len(train) for k, v in totals.items()},
                   "train_seconds": train_seconds, "train_titles_per_s": len(train) / train_seconds,
                   "lr": scheduler.get_last_lr()[0]}
-        eval_start = time.perf_counter()
-        record.update(evaluate(model))
-        record["eval_seconds"] = time.perf_counter() - eval_start
-        score = record[score_key]
-        if score > result.best_score:
-            result.best_score, result.best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if evaluate is not None:
+            eval_start = time.perf_counter()
+            record.update(evaluate(model))
+            record["eval_seconds"] = time.perf_counter() - eval_start
+            score = record[score_key]
+            if score > result.best_score:
+                result.best_score, result.best_epoch = score, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:  # nothing to select on: the last epoch is the model
+            result.best_epoch = epoch
         result.history.append(record)
         logger.info("epoch %d: %s", epoch, ", ".join(
             f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
@@ -250,7 +248,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         batches, first_batch = None, 0
         if checkpoints is not None:
             checkpoints.save(snapshot(epoch + 1, 0))
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.to("cpu")
     if checkpoints is not None:
         checkpoints.clear()

@@ -6,7 +6,7 @@ multilabel cross-entropy of one forward pass.
 
 * label smoothing: soft-label multilabel CE with p = y(1 - eps) + eps/2;
 * R-Drop: the batch is duplicated so its two copies get independent dropout masks in one
-  forward pass; alpha/4 * mean(D(s,t) + D(t,s)) is added;
+  forward pass; alpha/4 * mean over (sample, type) of D(s,t) + D(t,s) is added;
 * SimCSE: InfoNCE between the two copies' pooled features (shares R-Drop's copies);
 * multi-sample dropout: K dropout masks on the features before the head, losses averaged;
 * mixup: each row blended with a permuted row (lambda ~ Beta(alpha, alpha)), at the input
@@ -34,7 +34,7 @@ from jd_ner.modeling.model import NerModel
 
 DEFAULTS = {
     "label_smoothing": 0.0,
-    "rdrop": {"enabled": False, "alpha": 0.01},
+    "rdrop": {"enabled": False, "alpha": 0.5},
     "simcse": {"enabled": False, "weight": 0.1, "temperature": 0.05, "pooling": "mean"},
     "multisample_dropout": {"enabled": False, "samples": 4, "p": 0.3},
     "mixup": {"enabled": False, "alpha": 0.5, "layer": "encoder", "probability": 0.5},

@@ -1,8 +1,9 @@
-"""Title tables -> vocabularies, label schema and encoded model windows."""
+"""Title tables -> vocabularies, label schema, lexicons and one model-input table per split."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pandas as pd
 from jd_ner.encoding import encode_titles, glyph_ids, pinyin_ids, sequence_table, spans_of
 from jd_ner.metrics import type_sort_key
 from jd_ner.text.char_features import build_sequence_vocab, glyph_sequences, pinyin_sequences
-from jd_ner.text.lexicon import build_lexicon
+from jd_ner.text.lexicon import build_lexicon, fold_of_titles
 from jd_ner.text.vocab import (
     Vocab,
     build_bigram_vocab,
@@ -62,12 +63,25 @@ def build_bigram_vocabulary(train: pd.DataFrame, params: dict) -> dict:
     return vocab.to_dict()
 
 
-def build_label_schema(train: pd.DataFrame, dev: pd.DataFrame) -> dict:
-    """Entity types of the labelled data, numeric names in numeric order."""
-    types = {t for frame in (train, dev) for cell in frame["spans"] for _, _, t in spans_of(cell)}
+def build_label_schema(train: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """Entity types of the **train split**, numeric names in numeric order.
+
+    Types that occur only in dev or test cannot be learnt; they are not added but counted
+    (``unseen_in_train``) and logged, and their entities stay in the gold sets, where they
+    count as misses.
+    """
+    types = {t for cell in train["spans"] for _, _, t in spans_of(cell)}
     if not types:
-        raise ValueError("the labelled titles contain no entities: nothing to learn")
-    return {"labels": sorted(types, key=type_sort_key)}
+        raise ValueError("the train split contains no entities: nothing to learn")
+    unseen = {}
+    for name, frame in (("dev", dev), ("test", test)):
+        counts = Counter(t for cell in frame["spans"] for _, _, t in spans_of(cell) if t not in types)
+        if counts:
+            unseen[name] = dict(sorted(counts.items()))
+            logger.warning("%s split: %d entities of types never seen in train (%s); the model "
+                           "cannot predict them and they count as misses", name,
+                           sum(counts.values()), ", ".join(sorted(counts, key=type_sort_key)))
+    return {"labels": sorted(types, key=type_sort_key), "unseen_in_train": unseen}
 
 
 def encode_split(titles: pd.DataFrame, char_vocab: dict, bigram_vocab: dict,
@@ -76,6 +90,20 @@ def encode_split(titles: pd.DataFrame, char_vocab: dict, bigram_vocab: dict,
     return encode_titles(titles, Vocab.from_dict(char_vocab), Vocab.from_dict(bigram_vocab),
                          label_schema["labels"], int(params["max_chars"]),
                          int(params["window_stride"]))
+
+
+def build_model_input(encoded: pd.DataFrame, pinyin_vocab: dict, glyph_vocab: dict,
+                      params: dict) -> pd.DataFrame:
+    """One table per split with everything a model may read per window: the encoded
+    characters, bigrams and spans, plus pinyin and glyph-component ids per character.
+
+    (Lexicon matches depend on the model's lexicon mode and, for the train split, on the
+    out-of-fold lexicons; they are matched when training starts.)
+    """
+    pinyin = encode_pinyin(encoded, pinyin_vocab, params)
+    glyph = encode_glyphs(encoded, glyph_vocab, params)
+    return encoded.assign(pinyin_ids=pinyin["pinyin_ids"].to_numpy(),
+                          glyph_ids=glyph["glyph_ids"].to_numpy())
 
 
 def build_pinyin_vocabulary(train: pd.DataFrame) -> dict:
@@ -98,13 +126,39 @@ def build_glyph_vocabulary(train: pd.DataFrame, params: dict) -> dict:
 def build_entity_lexicon(train: pd.DataFrame, params: dict) -> dict:
     """Entity strings of the **train split** with their type counts (GPKG knowledge).
 
-    Only the train split is read, so no dev or test string can leak into the model.
+    Only the train split is read, so no dev or test string can leak into the model. This
+    lexicon encodes dev, test and new titles; the train split itself is encoded with the
+    out-of-fold lexicons of :func:`build_entity_lexicon_folds`.
     """
-    lexicon = build_lexicon(zip(train["text"], map(spans_of, train["spans"]), strict=True),
-                            int(params["lexicon_min_count"]), int(params["lexicon_min_length"]))
+    lexicon = _lexicon_of(train, params)
     multi = sum(len(types) > 1 for types in lexicon.values())
     logger.info("entity lexicon: %d strings (%d with several types)", len(lexicon), multi)
     return lexicon
+
+
+def build_entity_lexicon_folds(train: pd.DataFrame, params: dict) -> dict:
+    """Out-of-fold lexicons for encoding the train split itself.
+
+    The train titles are split into ``lexicon_folds`` seeded folds; fold k's titles are
+    matched against the lexicon of the other folds, so no title sees a lexicon built from
+    its own labels and the model learns how far a match on an unseen title can be trusted.
+    """
+    k = int(params["lexicon_folds"])
+    if k < 2:
+        raise ValueError(f"features.lexicon_folds must be at least 2, got {k}")
+    fold = fold_of_titles(train["title_id"], k, int(params["lexicon_fold_seed"]))
+    folds = []
+    for f in range(k):
+        inside = train["title_id"].map(fold).to_numpy() == f
+        folds.append({"title_ids": sorted(int(t) for t in train["title_id"][inside]),
+                      "lexicon": _lexicon_of(train[~inside], params)})
+    logger.info("out-of-fold entity lexicons: %d folds of ~%d train titles", k, len(train) // k)
+    return {"folds": folds}
+
+
+def _lexicon_of(titles: pd.DataFrame, params: dict) -> dict:
+    return build_lexicon(zip(titles["text"], map(spans_of, titles["spans"]), strict=True),
+                         int(params["lexicon_min_count"]), int(params["lexicon_min_length"]))
 
 
 def encode_pinyin(encoded: pd.DataFrame, pinyin_vocab: dict, params: dict) -> pd.DataFrame:

@@ -4,11 +4,11 @@ from .nodes import (
     build_bigram_vocabulary,
     build_char_vocabulary,
     build_entity_lexicon,
+    build_entity_lexicon_folds,
     build_glyph_vocabulary,
     build_label_schema,
+    build_model_input,
     build_pinyin_vocabulary,
-    encode_glyphs,
-    encode_pinyin,
     encode_split,
 )
 
@@ -20,7 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              "char_vocab", name="build_char_vocabulary"),
         node(build_bigram_vocabulary, ["train_titles", "params:features"], "bigram_vocab",
              name="build_bigram_vocabulary"),
-        node(build_label_schema, ["train_titles", "dev_titles"], "label_schema",
+        node(build_label_schema, ["train_titles", "dev_titles", "test_titles"], "label_schema",
              name="build_label_schema"),
         node(build_pinyin_vocabulary, "train_titles", "pinyin_vocab",
              name="build_pinyin_vocabulary"),
@@ -28,14 +28,15 @@ def create_pipeline(**kwargs) -> Pipeline:
              name="build_glyph_vocabulary"),
         node(build_entity_lexicon, ["train_titles", "params:features"], "entity_lexicon",
              name="build_entity_lexicon"),
+        node(build_entity_lexicon_folds, ["train_titles", "params:features"],
+             "entity_lexicon_folds", name="build_entity_lexicon_folds"),
     ]
-    for split in ("train", "dev"):
+    for split in ("train", "dev"):  # test is read at evaluate, with the model's own vocabularies
         nodes += [
             node(encode_split, [f"{split}_titles", *encode_inputs], f"{split}_encoded",
                  name=f"encode_{split}"),
-            node(encode_pinyin, [f"{split}_encoded", "pinyin_vocab", "params:features"],
-                 f"{split}_pinyin_ids", name=f"encode_{split}_pinyin"),
-            node(encode_glyphs, [f"{split}_encoded", "glyph_vocab", "params:features"],
-                 f"{split}_glyph_ids", name=f"encode_{split}_glyphs"),
+            node(build_model_input, [f"{split}_encoded", "pinyin_vocab", "glyph_vocab",
+                                     "params:features"],
+                 f"{split}_model_input", name=f"build_{split}_model_input"),
         ]
     return Pipeline(nodes)

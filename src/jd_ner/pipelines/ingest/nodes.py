@@ -1,4 +1,4 @@
-"""Raw contest files -> validated title tables and a seeded train/dev split."""
+"""Raw contest files -> validated title tables and a seeded train/dev/test split."""
 
 from __future__ import annotations
 
@@ -58,19 +58,42 @@ def parse_labelled_titles(raw: RawFile, params: dict) -> tuple[pd.DataFrame, dic
     return table, summary
 
 
-def split_train_dev(titles: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded random split; ``dev_fraction`` of the titles (at least one) go to dev."""
-    fraction = float(params["dev_fraction"])
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"ingest.dev_fraction must be in (0, 1), got {fraction}")
-    if len(titles) < 2:
-        raise ValueError(f"need at least 2 labelled titles to split, got {len(titles)}")
+def split_titles(titles: pd.DataFrame, params: dict, final_fit: bool = False
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Seeded random train / dev / test split of the (de-duplicated) labelled titles.
+
+    Dev selects (the best epoch, any threshold); test is scored once, at ``evaluate``, and
+    nothing is ever selected on it. ``dev_fraction`` and ``test_fraction`` of the titles
+    (at least one title each) go to dev and test. With ``final_fit`` every title goes to
+    train and dev and test are empty: a model for a submission, trained for a fixed number
+    of epochs and unevaluated.
+    """
+    if final_fit:
+        logger.warning("final_fit: training on all %d labelled titles; there is no dev or test "
+                       "split, so the model is trained for train.optim.epochs and is UNEVALUATED",
+                       len(titles))
+        empty = titles.iloc[:0]
+        return titles.reset_index(drop=True), empty, empty
+    fractions = {name: float(params[f"{name}_fraction"]) for name in ("dev", "test")}
+    for name, value in fractions.items():
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"ingest.{name}_fraction must be in (0, 1), got {value}")
+    if fractions["dev"] + fractions["test"] >= 1.0:
+        raise ValueError(f"ingest.dev_fraction + ingest.test_fraction must leave titles to train "
+                         f"on, got {fractions['dev']} + {fractions['test']}")
+    if len(titles) < 3:
+        raise ValueError(f"need at least 3 labelled titles to split, got {len(titles)}")
     order = list(range(len(titles)))
     random.Random(int(params["split_seed"])).shuffle(order)
-    n_dev = min(len(titles) - 1, max(1, round(len(titles) * fraction)))
-    dev = sorted(order[:n_dev])
-    train = sorted(order[n_dev:])
-    return titles.iloc[train].reset_index(drop=True), titles.iloc[dev].reset_index(drop=True)
+    n_dev, n_test = (max(1, round(len(titles) * fractions[name])) for name in ("dev", "test"))
+    if n_dev + n_test >= len(titles):
+        raise ValueError(f"{len(titles)} labelled titles are too few for a {n_dev}-title dev and a "
+                         f"{n_test}-title test split")
+    parts = order[:n_dev], order[n_dev : n_dev + n_test], order[n_dev + n_test :]
+    dev, test, train = (titles.iloc[sorted(p)].reset_index(drop=True) for p in parts)
+    logger.info("split: %d train, %d dev (selects the epoch), %d test (scored once at evaluate)",
+                len(train), len(dev), len(test))
+    return train, dev, test
 
 
 def parse_test_titles(raw: RawFile) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
 from jd_ner.modeling.training import TrainConfig, fit, resolve_device, seed_everything
 from jd_ner.modeling.tricks import build_objective
-from jd_ner.text.lexicon import select_types
+from jd_ner.text.lexicon import LexiconMatcher, select_entries
 from jd_ner.tracking import log_metrics
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab
     if model_cfg["lexicon"]["enabled"]:
         lex = model_cfg["lexicon"]
         lexicon = {"mode": lex["mode"], "per_char": int(lex["per_char"]),
-                   "types": select_types(entity_lexicon, lex["mode"], int(lex["rare_max_count"]))}
+                   "rare_max_count": int(lex["rare_max_count"]),
+                   "entries": select_entries(entity_lexicon, lex["mode"], int(lex["rare_max_count"]))}
     aux = {}
     if objective["boundary"]["enabled"]:
         aux["boundary"] = None
@@ -113,7 +114,8 @@ _NOT_IN_RUN_KEY = ("resume", "checkpoint_every", "progress", "threads", "device"
 
 def run_key(config: dict, frames: list[pd.DataFrame], *parts) -> str:
     """A digest of everything a training run's result depends on: settings, vocabularies,
-    label schema and the encoded data. Checkpoints are resumed only under the same key."""
+    label schema, decoding settings (they decide the selected epoch) and the encoded data.
+    Checkpoints are resumed only under the same key."""
     digest = hashlib.sha256()
     optim = {k: v for k, v in config["optim"].items() if k not in _NOT_IN_RUN_KEY}
     settings = {**config, "optim": optim}
@@ -123,43 +125,64 @@ def run_key(config: dict, frames: list[pd.DataFrame], *parts) -> str:
     return digest.hexdigest()[:16]
 
 
-def train_model(model: NerModel, train_encoded: pd.DataFrame, dev_encoded: pd.DataFrame,
-                train_pinyin_ids: pd.DataFrame, dev_pinyin_ids: pd.DataFrame,
-                train_glyph_ids: pd.DataFrame, dev_glyph_ids: pd.DataFrame,
-                dev_titles: pd.DataFrame, config: dict, decode: dict,
+def train_lexicon_table(model: NerModel, train_input: pd.DataFrame, folds: dict) -> pd.DataFrame:
+    """Lexicon feature ids of the train windows, each title matched against the lexicon of
+    the folds it is not in (the model's own, full lexicon encodes every other title)."""
+    spec = model.spec.lexicon
+    fold_of = {tid: k for k, fold in enumerate(folds["folds"]) for tid in fold["title_ids"]}
+    missing = set(train_input["title_id"].astype(int)) - fold_of.keys()
+    if missing:
+        raise ValueError(f"{len(missing)} train titles are in no lexicon fold (e.g. title "
+                         f"{min(missing)}): re-run the features pipeline")
+    matchers = [LexiconMatcher(select_entries(fold["lexicon"], spec["mode"], spec["rare_max_count"]),
+                               model.labels) for fold in folds["folds"]]
+    values = [matchers[fold_of[int(tid)]].features(text, spec["per_char"])
+              for tid, text in zip(train_input["title_id"], train_input["text"], strict=True)]
+    return pd.DataFrame({"title_id": train_input["title_id"].to_numpy(),
+                         "char_start": train_input["char_start"].to_numpy(), "lexicon_ids": values})
+
+
+def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
+                lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
                 checkpoints: CheckpointStore) -> tuple[NerModel, pd.DataFrame]:
     """Train, evaluating flat-BIO entity F1 on dev after each epoch; keep the best epoch.
 
     Per-epoch metrics go to MLflow as they come, so a long run can be watched. The run
     checkpoints itself and, if interrupted, resumes when started again with the same
-    settings and data (``train.optim.resume``).
+    settings and data (``train.optim.resume``). With an empty dev split (``final_fit``)
+    nothing is selected: the model of the last epoch is kept and marked unevaluated.
     """
     optim = TrainConfig(**config["optim"])
-    tables = {"train": {"pinyin_ids": train_pinyin_ids, "glyph_ids": train_glyph_ids},
-              "dev": {"pinyin_ids": dev_pinyin_ids, "glyph_ids": dev_glyph_ids}}
-    splits = {}
-    for split, encoded in (("train", train_encoded), ("dev", dev_encoded)):
-        sequences = {name: tables[split][name] for name in model.sequence_fields
-                     if name in tables[split]}
-        if "lexicon_ids" in model.sequence_fields:  # depends on the lexicon mode: matched here
-            sequences["lexicon_ids"] = lexicon_table(model, encoded)
-        splits[split] = examples_from_frame(encoded, **sequences)
-    train, dev = splits["train"], splits["dev"]
-    gold = gold_entities(dev_titles)
-    labels = model.labels
-    device = resolve_device(optim.device)
+    fields = [name for name in model.sequence_fields if name != "lexicon_ids"]
+    train = examples_from_frame(train_input, **dict.fromkeys(fields, train_input),
+                                **({"lexicon_ids": train_lexicon_table(model, train_input, lexicon_folds)}
+                                   if model.spec.lexicon else {}))
+    final_fit = dev_titles.empty
+    evaluate = None
+    if not final_fit:
+        dev = examples_from_frame(dev_input, **dict.fromkeys(fields, dev_input),
+                                  **({"lexicon_ids": lexicon_table(model, dev_input)}
+                                     if model.spec.lexicon else {}))
+        gold = gold_entities(dev_titles)
+        texts = dict(zip(dev_titles["title_id"].astype(int), dev_titles["text"], strict=True))
+        labels = model.labels
+        device = resolve_device(optim.device)
 
-    def evaluate(m: NerModel) -> dict[str, float]:
-        start = time.perf_counter()
-        pred = predict_spans(m, dev, optim.eval_batch_size, device)
-        seconds = time.perf_counter() - start
-        flat = micro_prf(flat_entities(pred, labels, decode["overlap"]), gold)
-        raw = micro_prf(raw_entities(pred, labels), gold)
-        return {**flat.as_dict("dev_"), "dev_raw_f1": raw.f1,
-                "dev_titles_per_s": len(dev_titles) / seconds}
+        def evaluate(m: NerModel) -> dict[str, float]:
+            start = time.perf_counter()
+            pred = predict_spans(m, dev, optim.eval_batch_size, device, amp=optim.amp)
+            seconds = time.perf_counter() - start
+            flat = micro_prf(flat_entities(pred, texts, labels, decode), gold)
+            raw = micro_prf(raw_entities(pred, labels), gold)
+            return {**flat.as_dict("dev_"), "dev_raw_f1": raw.f1,
+                    "dev_titles_per_s": len(dev_titles) / seconds}
+    else:
+        model.spec.trained_on = "all labelled titles (final_fit; unevaluated)"
+        logger.warning("final_fit: no dev split, so no epoch is selected: training %d epochs "
+                       "on all labelled titles and keeping the last", optim.epochs)
 
     objective = build_objective(config["objective"], model)
-    key = run_key(config, [train_encoded, dev_encoded], model.spec.to_dict())
+    key = run_key(config, [train_input, dev_input], model.spec.to_dict(), decode)
     store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
     started = time.perf_counter()
     result = fit(model, train, optim, objective, evaluate,
@@ -167,7 +190,7 @@ def train_model(model: NerModel, train_encoded: pd.DataFrame, dev_encoded: pd.Da
     minutes = (time.perf_counter() - started) / 60
     log_metrics({"best_dev_f1": result.best_score, "best_epoch": result.best_epoch,
                  "train_minutes": minutes})
-    logger.info("best dev F1 %.4f at epoch %d (%.1f min%s)", result.best_score,
-                result.best_epoch, minutes,
+    logger.info("%s (%.1f min%s)", f"best dev F1 {result.best_score:.4f} at epoch {result.best_epoch}"
+                if not final_fit else f"final fit: kept epoch {result.best_epoch}", minutes,
                 f", resumed from {result.resumed_from}" if result.resumed_from else "")
     return model, pd.DataFrame(result.history)

@@ -12,8 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
               "entity_lexicon", "label_schema", "params:features", "params:pretrained_encoder"],
              "untrained_model", name="build_model"),
         node(train_model,
-             ["untrained_model", "train_encoded", "dev_encoded", "train_pinyin_ids",
-              "dev_pinyin_ids", "train_glyph_ids", "dev_glyph_ids", "dev_titles",
-              "training_config", "params:decode", "training_checkpoints"],
+             ["untrained_model", "train_model_input", "dev_model_input", "entity_lexicon_folds",
+              "dev_titles", "training_config", "params:decode", "training_checkpoints"],
              ["ner_model", "training_history"], name="train_model"),
     ])

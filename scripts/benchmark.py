@@ -56,7 +56,6 @@ def measure_one(args: argparse.Namespace) -> dict:
     import torch
 
     from jd_ner.config import resolve_trick
-    from jd_ner.datasets import RawFile
     from jd_ner.encoding import examples_for_model
     from jd_ner.modeling.predict import predict_spans
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
@@ -64,6 +63,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
     from jd_ner.pipelines.train.nodes import build_model
+    from jd_ner.text.bio import RawFile
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,10 +127,10 @@ def measure_one(args: argparse.Namespace) -> dict:
 def measure_features(args: argparse.Namespace) -> dict:
     """Seconds to build pinyin, glyph and lexicon-match ids for the prediction titles,
     with vocabularies and lexicon from the train file (as the features pipeline does)."""
-    from jd_ner.datasets import RawFile
     from jd_ner.encoding import encode_titles, lexicon_ids, sequence_table
     from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
+    from jd_ner.text.bio import RawFile
     from jd_ner.text.lexicon import LexiconMatcher, select_entries
     from jd_ner.text.vocab import Vocab
 

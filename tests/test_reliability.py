@@ -68,7 +68,7 @@ def test_training_killed_with_sigkill_resumes_to_identical_weights(project, tmp_
 
 def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None):
     """Features and training through the node functions, as the pipeline calls them."""
-    from jd_ner.datasets import CheckpointStore
+    from jd_ner.checkpoints import CheckpointStore
     from jd_ner.encoding import spans_cell, titles_frame
     from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.train.nodes import build_model, train_model

@@ -1,4 +1,4 @@
-"""Kedro datasets of this project: raw contest files and saved models.
+"""Kedro datasets of this project: raw contest files, saved models, the checkpoint folder.
 
 A model is a folder with ``model.safetensors`` (weights) and ``config.json`` (its
 :class:`~jd_ner.modeling.model.ModelSpec`: hyper-parameters, labels, vocabularies).
@@ -16,17 +16,10 @@ from typing import Any
 
 from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 
+from jd_ner.checkpoints import CheckpointStore
+from jd_ner.text.bio import RawFile
+
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-class RawFile:
-    """A raw input file's bytes and the path they came from (for error messages)."""
-
-    def __init__(self, path: str, data: bytes):
-        self.path, self.data = path, data
-
-    def __repr__(self) -> str:
-        return f"RawFile({self.path!r}, {len(self.data)} bytes)"
 
 
 class RawFileDataset(AbstractDataset[None, RawFile]):
@@ -127,56 +120,6 @@ class NerModelDataset(AbstractVersionedDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version}
-
-
-class RunCheckpoint:
-    """The resumable state of one training run: ``<root>/<run key>/last.pt``.
-
-    Written atomically (a temporary file, then renamed), read with
-    ``torch.load(weights_only=True)``: tensors and plain values only, never pickled code.
-    """
-
-    def __init__(self, folder: Path, every: int, resume: str):
-        if resume not in ("auto", "never", "required"):
-            raise ValueError(f"train.optim.resume must be auto, never or required, not {resume!r}")
-        self.folder, self.every, self.resume = Path(folder), int(every), resume
-        self.path = self.folder / "last.pt"
-
-    def load(self) -> dict | None:
-        import torch
-
-        if self.resume == "never" or not self.path.is_file():
-            if self.resume == "required":
-                raise FileNotFoundError(f"train.optim.resume=required but there is no checkpoint "
-                                        f"for this run configuration at {self.path}")
-            return None
-        return torch.load(self.path, map_location="cpu", weights_only=True)
-
-    def save(self, state: dict) -> None:
-        import torch
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".last.", suffix=".pt", dir=self.folder)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class CheckpointStore:
-    """A folder of per-run checkpoints; a run is identified by a key of its settings and data."""
-
-    def __init__(self, root: str):
-        self.root = Path(root)
-
-    def for_run(self, key: str, every: int, resume: str) -> RunCheckpoint:
-        return RunCheckpoint(self.root / key, every, resume)
 
 
 class CheckpointStoreDataset(AbstractDataset[None, CheckpointStore]):

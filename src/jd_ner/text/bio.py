@@ -48,6 +48,16 @@ class InputFormatError(ValueError):
         super().__init__(text)
 
 
+class RawFile:
+    """A raw input file's bytes and the path they came from (for error messages)."""
+
+    def __init__(self, path: str, data: bytes):
+        self.path, self.data = path, data
+
+    def __repr__(self) -> str:
+        return f"RawFile({self.path!r}, {len(self.data)} bytes)"
+
+
 @dataclass(frozen=True)
 class Title:
     """One title as read from a raw file."""

@@ -52,14 +52,10 @@ def predict_titles(model: NerModel, titles: pd.DataFrame, params: dict) -> pd.Da
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
 
 
-def score_titles(predictions: pd.DataFrame, titles: pd.DataFrame, decode: dict,
-                 params: dict) -> tuple[dict, pd.DataFrame]:
-    """Entity-level micro P/R/F1 (flat, after decoding, and raw) with 95% bootstrap
-    intervals over titles, error classes, and per-type P/R/F1 (flat)."""
-    if titles.empty:
-        return {"evaluated": False, "titles": 0,
-                "reason": "no titles in this split (final_fit trains on every labelled title)"}, \
-            per_type_table(set(), set())
+def decoded_entities(predictions: pd.DataFrame, titles: pd.DataFrame, decode: dict
+                     ) -> tuple[set, set, set]:
+    """(flat, raw, gold) entity sets of a split: flat after decoding (whitespace edges,
+    overlaps), raw as predicted, gold from the title table."""
     if list(predictions["title_id"]) != list(titles["title_id"]):
         raise ValueError("predictions are not aligned with the titles they should score: re-run "
                          "the evaluate pipeline")
@@ -70,10 +66,19 @@ def score_titles(predictions: pd.DataFrame, titles: pd.DataFrame, decode: dict,
             for tid, cell, scores in zip(predictions["title_id"], predictions["spans"],
                                          predictions["scores"], strict=True)}
     texts = dict(zip(titles["title_id"].astype(int), titles["text"], strict=True))
-    gold = gold_entities(titles)
-    flat = flat_entities(pred, texts, names, decode)
-    report = {"evaluated": True, "titles": len(titles),
-              **metrics_report(raw_entities(pred, names), flat, gold)}
+    return flat_entities(pred, texts, names, decode), raw_entities(pred, names), gold_entities(titles)
+
+
+def score_titles(predictions: pd.DataFrame, titles: pd.DataFrame, decode: dict,
+                 params: dict) -> tuple[dict, pd.DataFrame]:
+    """Entity-level micro P/R/F1 (flat, after decoding, and raw) with 95% bootstrap
+    intervals over titles, error classes, and per-type P/R/F1 (flat)."""
+    if titles.empty:
+        return {"evaluated": False, "titles": 0,
+                "reason": "no titles in this split (final_fit trains on every labelled title)"}, \
+            per_type_table(set(), set())
+    flat, raw, gold = decoded_entities(predictions, titles, decode)
+    report = {"evaluated": True, "titles": len(titles), **metrics_report(raw, flat, gold)}
     samples, seed = int(params["bootstrap_samples"]), int(params["bootstrap_seed"])
     interval = bootstrap_interval(per_title_counts(flat, gold, titles["title_id"]), samples, seed)
     report["interval_95"] = {k: list(v) for k, v in interval.items()}

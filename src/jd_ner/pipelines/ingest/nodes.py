@@ -8,9 +8,8 @@ import random
 
 import pandas as pd
 
-from jd_ner.datasets import RawFile
 from jd_ner.encoding import spans_cell, titles_frame
-from jd_ner.text.bio import decode, parse_bio, parse_title_lines
+from jd_ner.text.bio import RawFile, decode, parse_bio, parse_title_lines
 
 logger = logging.getLogger(__name__)
 

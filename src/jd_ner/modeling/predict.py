@@ -35,6 +35,7 @@ def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int 
     model.eval()
     collate = collator_for(model)
     device = torch.device(device)
+    model.to(device)
     amp_dtype = autocast_dtype(device, amp)
     windows: dict[int, list] = defaultdict(list)
     batches = list(sequential_batches(examples, batch_size))

@@ -200,7 +200,11 @@ def print_table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-file", type=Path, required=True, help="BIO file (split as ingest does)")
+    parser.add_argument("--train-file", type=Path, help="BIO file (split as ingest does)")
+    parser.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
+                        help="no training: tabulate the runs saved by earlier comparisons on the "
+                             "same split (their --json files), against the first trick of --tricks "
+                             "or of the first file")
     parser.add_argument("--tricks", default="baseline",
                         help="comma-separated tricks (a+b combines presets; "
                              "name[key=value;...] gives one variant its own settings, e.g. "
@@ -222,6 +226,15 @@ def main() -> None:
     if args.trick:
         print(json.dumps(run_one(args)))
         return
+    if args.from_json:
+        runs = [r for path in args.from_json for r in json.loads(path.read_text())["runs"]]
+        first = [t.strip() for t in args.tricks.split(",") if t.strip()][0]
+        if any(r["trick"] == first for r in runs):
+            runs.sort(key=lambda r: r["trick"] != first)  # the reference trick first
+        print_table(summarise(runs))
+        return
+    if args.train_file is None:
+        parser.error("--train-file is required (or --from-json)")
     labels = [t.strip() for t in args.tricks.split(",") if t.strip()]
     jobs = [(t, int(s)) for s in args.seeds.split(",") for t in labels]  # seed-major: every
     # trick gets its first seed before any gets its second

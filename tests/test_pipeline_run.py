@@ -104,7 +104,7 @@ def test_cli_accepts_both_params_syntaxes_and_lists_known_tricks(project, syntax
 
 def test_cli_runs_with_a_colon_param_and_raw_file_paths(project, tmp_path):
     other = tmp_path / "elsewhere.txt"
-    other.write_text("a B-x\nb I-x\n\nc O\nd B-y\n\n", encoding="utf-8")
+    other.write_text("a B-x\nb I-x\n\nc O\nd B-y\n\ne B-x\n\n", encoding="utf-8")
     result = kedro(project, "run", "--pipeline=ingest", f"--params=train_file:{other},trick:baseline")
     assert result.returncode == 0, result.stdout + result.stderr
     report = sorted((project / "data/08_reporting/ingest_report.json").iterdir())[-1]

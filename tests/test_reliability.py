@@ -66,7 +66,7 @@ def test_training_killed_with_sigkill_resumes_to_identical_weights(project, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None):
+def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None, final_fit=False):
     """Features and training through the node functions, as the pipeline calls them."""
     from jd_ner.checkpoints import CheckpointStore
     from jd_ner.encoding import spans_cell, titles_frame
@@ -76,6 +76,8 @@ def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None):
     frame = titles_frame([{"title_id": i, "text": t, "spans": spans_cell(s), "line": i + 1}
                           for i, (t, s) in enumerate(tiny_titles)])
     train, dev = frame.iloc[:50].reset_index(drop=True), frame.iloc[50:].reset_index(drop=True)
+    if final_fit:
+        train, dev = frame, frame.iloc[:0]
     params = tiny_features()
     cv = features.build_char_vocabulary(train, None, params)
     bv = features.build_bigram_vocabulary(train, params)

@@ -5,6 +5,11 @@
 # pyproject.toml. mutmut copies src/, tests/ and conf/ into mutants/ and puts mutants/src first on
 # sys.path, so the mutated copy shadows the editable install; its "forced fail" check stops the
 # run if the tests do not import the mutated copy.
+# mutmut forks each mutant's test run from a process that has already run the whole suite, so a
+# functools cache filled there (char_features' pinyin/glyph caches) would hide mutants in the
+# code it calls: a small pytest plugin, loaded through PYTEST_ADDOPTS, empties jd_ner's caches
+# at the start of every test session. (process_isolation = "forkserver" avoids that too, but
+# runs about 8x slower here.)
 #
 # Usage: scripts/mutation.sh [--keep] [--no-run] [--report FILE] [MUTANT_GLOB ...]
 #   --keep         reuse mutants/ of the last run (only functions whose code changed are re-tested;
@@ -31,7 +36,7 @@ while (($#)); do
         --keep) keep=1 ;;
         --no-run) norun=1 ;;
         --report) report=$(realpath -m "$2"); shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
         *) globs+=("$1") ;;
     esac
     shift
@@ -46,6 +51,22 @@ installed=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.versi
 grep -q '^\[tool\.mutmut\]' pyproject.toml || { echo "no [tool.mutmut] table in pyproject.toml" >&2; exit 2; }
 
 export KEDRO_DISABLE_TELEMETRY=1 OMP_NUM_THREADS=1
+plugin_dir=$(mktemp -d)
+trap 'rm -rf "$plugin_dir"' EXIT
+cat > "$plugin_dir/mutmut_fresh_caches.py" <<'PY'
+"""Empty jd_ner's functools caches when a test session starts (see scripts/mutation.sh)."""
+import sys
+
+
+def pytest_sessionstart(session):
+    for name, module in list(sys.modules.items()):
+        if name == "jd_ner" or name.startswith("jd_ner."):
+            for obj in list(vars(module).values()):
+                if callable(getattr(obj, "cache_clear", None)):
+                    obj.cache_clear()
+PY
+export PYTHONPATH="$plugin_dir${PYTHONPATH:+:$PYTHONPATH}"
+export PYTEST_ADDOPTS="-p mutmut_fresh_caches${PYTEST_ADDOPTS:+ $PYTEST_ADDOPTS}"
 start=$(date +%s)
 if ((!norun)); then
     ((keep)) || rm -rf mutants

@@ -140,3 +140,29 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
     assert all(pd.Series(frame["train_loss"]).apply(lambda v: v == v and abs(v) < float("inf")))
     config = json.loads(newest(project / "data/06_models", "training_config.json").read_text())
     assert config["trick"] == trick
+    # the trick changed the computation: its loss term is in the history, or its layers are
+    # in the saved model
+    from safetensors import safe_open
+
+    model_dir = newest(project / "data/06_models", "ner_model")
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as weights:
+        names = set(weights.keys())
+    row = frame.iloc[0]
+    expected = {
+        "baseline": lambda: row["train_loss"] == pytest.approx(row["loss_main"]),
+        "rdrop": lambda: row["loss_rdrop"] > 0,
+        "simcse": lambda: row["loss_simcse"] > 0,
+        "boundary": lambda: row["loss_boundary"] > 0 and any(n.startswith("aux_heads.boundary")
+                                                             for n in names),
+        "main_entity": lambda: row["loss_main_entity"] > 0,
+        "logsum": lambda: row["train_loss"] < row["loss_main"],  # sum of log L_t, log x < x
+        "mixup": lambda: 0 < row["mixed"] <= 1,
+        "efficient_gp": lambda: "head.bias.weight" in names,
+        "gpkg": lambda: "lexicon.embedding.weight" in names,
+        "layer_fusion": lambda: any(n.startswith("encoder.fusion.") for n in names),
+        "pinyin_glyph": lambda: any(n.startswith("char_features.pinyin") for n in names)
+        and any(n.startswith("char_features.glyph") for n in names),
+        "label_smoothing": lambda: config["objective"]["label_smoothing"] > 0,
+        "multisample_dropout": lambda: config["objective"]["multisample_dropout"]["enabled"],
+    }
+    assert expected[trick](), (trick, row.to_dict())

@@ -178,6 +178,8 @@ class Objective:
             tasks[name] = self.mixed_loss(model.aux_heads[name](h), labels, valid, mixer)
             weights[name] = float(self.cfg[name]["weight"])
         parts = {f"loss_{name}": loss.detach() for name, loss in tasks.items()}
+        if self.cfg["mixup"]["enabled"]:  # the share of titles in mixed batches, per epoch
+            parts["mixed"] = torch.tensor(float(mixer is not None))
         total = combine_tasks(tasks, weights, self.cfg["weighting"], float(self.cfg["logsum_eps"]))
         if self.cfg["rdrop"]["enabled"]:
             s, t = scores[:size], scores[size:]

@@ -7,7 +7,10 @@ the ratios compare like with like.
 
     python scripts/benchmark.py --train-file ../shared/data/jd/train.txt \
         --predict-file ../shared/data/jd/sample_per_line_preliminary_A.txt \
-        --tricks baseline --train-titles 640 --predict-titles 2000
+        --tricks baseline --train-titles 640 --predict-titles 2000 --refs a5dc2ea --profile
+
+``--refs`` measures other git refs (each with its own code and script) in the same run, so
+old and new code paths are compared like with like; ``--profile`` prints where the time goes.
 
 Settings come from ``conf/base`` exactly as ``kedro run --params=trick:<name>`` resolves
 them; ``--set key=value`` overrides a training setting (e.g. ``--set optim.batch_size=16``).
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,11 +62,12 @@ def measure_one(args: argparse.Namespace) -> dict:
 
     from jd_ner.config import resolve_trick
     from jd_ner.encoding import examples_for_model
-    from jd_ner.modeling.predict import predict_spans
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
     from jd_ner.modeling.tricks import build_objective
+    from jd_ner.pipelines.evaluate.nodes import predict_titles
     from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
+    from jd_ner.pipelines.submit.nodes import write_submission
     from jd_ner.pipelines.train.nodes import build_model
     from jd_ner.text.bio import RawFile
 
@@ -100,10 +106,13 @@ def measure_one(args: argparse.Namespace) -> dict:
     else:
         test = titles
     test = test.iloc[: args.predict_titles].reset_index(drop=True)
-    # Timed from raw titles: encoding and the model's own feature extraction included.
+    # Timed from raw titles to the validated submission text: encoding, the model's own
+    # feature extraction, the model, decoding and writing.
     start = time.perf_counter()
-    predict_spans(model, examples_for_model(model, test.assign(spans="[]")),
-                  optim.eval_batch_size, device)
+    pred = predict_titles(model, test.assign(spans="[]"), {"batch_size": optim.eval_batch_size,
+                                                           "device": str(device), "amp": optim.amp},
+                          progress=False)
+    write_submission(test, pred, model, params["decode"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     predict_seconds = time.perf_counter() - start
@@ -121,7 +130,110 @@ def measure_one(args: argparse.Namespace) -> dict:
     }
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.profile:
+        result["profile"] = profile(model, examples, test, config, params, optim, device)
     return result
+
+
+def profile(model, examples, test, config, params, optim, device) -> dict:
+    """Shares of a training step and of prediction, timed part by part (one thread's wall
+    clock; backward is one part because autograd runs it as one)."""
+    import random
+
+    import torch
+
+    from jd_ner.encoding import examples_for_model
+    from jd_ner.modeling.batching import length_bucketed_batches, sequential_batches
+    from jd_ner.modeling.decode import merge_windows, spans_from_scores
+    from jd_ner.modeling.heads import valid_cells
+    from jd_ner.modeling.predict import collator_for
+    from jd_ner.modeling.tricks import build_objective
+    from jd_ner.pipelines.submit.nodes import write_submission
+    from jd_ner.text.lexicon import LexiconMatcher  # noqa: F401  (imported before timing)
+
+    objective = build_objective(config["objective"], model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
+    collate = collator_for(model)
+    train_parts = dict.fromkeys(["collation", "embeddings", "encoder", "head projection",
+                                 "span scores", "loss", "backward", "optimizer"], 0.0)
+    model.to(device).train()
+    head = model.head
+    clock = time.perf_counter
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def lap(marks):
+        sync()
+        marks.append(clock())
+
+    batches = length_bucketed_batches(examples, optim.batch_size, random.Random(0))
+    warmup = min(2, len(batches) - 1)  # first batches left out (allocator, caches)
+    for n, idx in enumerate(batches):
+        marks = [clock()]
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx]).items()}
+        lap(marks)
+        embeds = model.encoder.embed(batch["input_ids"], batch.get("bigram_ids"))
+        lap(marks)
+        h, _ = model.encoder.encode(embeds, batch["attention_mask"])
+        if model.lexicon is not None:
+            h = h + model.lexicon(batch["lexicon_ids"])
+        if model.char_features is not None:
+            h = model.char_features(h, model.char_features.vectors(batch))
+        lap(marks)
+        projected = head.dense(h)
+        lap(marks)
+        scores = head.scores(projected)
+        lap(marks)
+        loss = objective.span_loss(scores, batch["labels"], valid_cells(batch["char_mask"]))
+        lap(marks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lap(marks)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
+        optimizer.step()
+        lap(marks)
+        if n >= warmup:
+            for part, a, b in zip(train_parts, marks, marks[1:], strict=False):
+                train_parts[part] += b - a
+    model.eval()
+    titles = test.assign(spans="[]")
+    predict_parts = dict.fromkeys(["encoding", "model", "decoding", "writing"], 0.0)
+    start = clock()
+    encoded = examples_for_model(model, titles)
+    predict_parts["encoding"] = clock() - start
+    windows = {}
+    with torch.inference_mode():
+        for idx in sequential_batches(encoded, optim.eval_batch_size):
+            chunk = [encoded[i] for i in idx]
+            start = clock()
+            batch = {k: v.to(device) for k, v in collate(chunk, with_labels=False).items()}
+            scores = model(batch)
+            sync()
+            middle = clock()
+            for ex, spans in zip(chunk, spans_from_scores(scores.float(), batch["char_mask"]),
+                                 strict=True):
+                windows.setdefault(ex.title_id, []).append(
+                    (ex.char_start, len(ex), ex.title_length, spans))
+            predict_parts["model"] += middle - start
+            predict_parts["decoding"] += clock() - middle
+    start = clock()
+    merged = {tid: merge_windows(w) for tid, w in windows.items()}
+    predict_parts["decoding"] += clock() - start
+    import pandas as pd
+
+    from jd_ner.encoding import spans_cell
+
+    rows = pd.DataFrame({"title_id": titles["title_id"],
+                         "spans": [spans_cell([(s, e, model.labels[t]) for s, e, t, _ in
+                                               merged.get(int(tid), [])]) for tid in titles["title_id"]],
+                         "scores": [[v for *_, v in merged.get(int(tid), [])]
+                                    for tid in titles["title_id"]]})
+    start = clock()
+    write_submission(titles, rows, model, params["decode"])
+    predict_parts["writing"] = clock() - start
+    return {"train": train_parts, "predict": predict_parts}
 
 
 def measure_features(args: argparse.Namespace) -> dict:
@@ -184,19 +296,53 @@ def main() -> None:
     parser.add_argument("--features", action="store_true",
                         help="also time pinyin/glyph/lexicon feature extraction")
     parser.add_argument("--feature-titles", type=int, default=10000)
+    parser.add_argument("--refs", default="",
+                        help="comma-separated git refs to measure too, each with its own code, "
+                             "configuration and benchmark script (from a temporary worktree), "
+                             "e.g. --refs a5dc2ea: old and new code paths in one run")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where a training step and prediction spend their time")
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: measure one trick
     args = parser.parse_args()
 
     if args.trick:
         print(json.dumps(measure_one(args)))
         return
+    common = ["--train-file", str(args.train_file.resolve()),
+              "--train-titles", str(args.train_titles), "--predict-titles", str(args.predict_titles),
+              "--threads", str(args.threads),
+              *(["--predict-file", str(args.predict_file.resolve())] if args.predict_file else []),
+              *[f"--set={item}" for item in args.set or []]]
+    tricks = [t.strip() for t in args.tricks.split(",") if t.strip()]
+    refs = [r.strip() for r in args.refs.split(",") if r.strip()]
     results = []
-    for trick in [t.strip() for t in args.tricks.split(",") if t.strip()]:
-        cmd = [sys.executable, __file__, "--trick", trick, *sys.argv[1:]]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"benchmark of {trick} failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = [("", ROOT)]
+        for ref in refs:
+            tree = Path(tmp) / ref.replace("/", "_")
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
+                           check=True, capture_output=True)
+            sources.append((ref, tree))
+        try:
+            for ref, tree in sources:
+                for trick in tricks:
+                    extra = ["--conf", str(args.conf)] if not ref else []
+                    if args.profile and not ref:
+                        extra.append("--profile")
+                    cmd = [sys.executable, str(tree / "scripts" / "benchmark.py"), "--trick", trick,
+                           *common, *extra]
+                    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
+                    if out.returncode != 0:
+                        sys.exit(f"benchmark of {trick}{'@' + ref if ref else ''} failed:\n"
+                                 f"{out.stderr[-3000:]}")
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    result["trick"] = trick + (f"@{ref}" if ref else "")
+                    results.append(result)
+        finally:
+            for _, tree in sources[1:]:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
     base = results[0]
     header = (f"{'trick':<28}{'params':>11}{'train t/s':>11}{'step ×':>8}"
               f"{'predict t/s':>13}{'peak RSS MiB':>14}")
@@ -208,6 +354,12 @@ def main() -> None:
               f"{r['train_seconds_per_step'] / base['train_seconds_per_step']:>8.2f}"
               f"{r['predict_titles_per_s']:>13.1f}{r['peak_rss_mib']:>14.0f}"
               + (f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
+    for r in results:
+        if "profile" in r:
+            for phase, parts in r["profile"].items():
+                total = sum(parts.values())
+                print(f"{r['trick']} {phase}: " + ", ".join(
+                    f"{name} {seconds / total:.0%}" for name, seconds in parts.items()))
     if args.features:
         f = measure_features(args)
         print(f"feature extraction of {f['titles']} titles: pinyin {f['pinyin_seconds']:.1f} s, "

@@ -17,7 +17,8 @@ def test_benchmark_prints_figures_for_plain_and_feature_tricks(tmp_path):
            "--tricks", "baseline,gpkg+pinyin_glyph", "--train-titles", "16",
            "--predict-titles", "24", "--threads", "1", "--features", "--feature-titles", "50",
            "--set", "model.encoder.hidden_size=32", "--set", "model.encoder.bigram_dim=16",
-           "--set", "model.encoder.lstm_hidden=16", "--json", str(out)]
+           "--set", "model.encoder.lstm_hidden=16", "--json", str(out), "--profile",
+           "--refs", "HEAD"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
@@ -32,4 +33,10 @@ def test_benchmark_prints_figures_for_plain_and_feature_tricks(tmp_path):
     for r in (base, rich):
         assert r["train_titles_per_s"] > 0 and r["predict_titles_per_s"] > 0
         assert r["peak_rss_mib"] > 0
-    assert results[2]["features"]["titles"] == 50
+    assert [r["trick"] for r in results[:4]] == ["baseline", "gpkg+pinyin_glyph", "baseline@HEAD",
+                                                 "gpkg+pinyin_glyph@HEAD"]
+    assert results[4]["features"]["titles"] == 50
+    assert "baseline train: collation" in done.stdout and "baseline predict: encoding" in done.stdout
+    shares = base["profile"]["train"]
+    assert set(shares) >= {"embeddings", "encoder", "head projection", "span scores", "loss",
+                           "backward", "optimizer"} and all(v >= 0 for v in shares.values())

@@ -120,3 +120,46 @@ def test_length_bucketed_batches_cover_every_example_once():
     batches = length_bucketed_batches(examples, 3, random.Random(0))
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(10)) and all(1 <= len(b) <= 3 for b in batches)
+
+
+def test_bilstm_equals_a_packed_bidirectional_lstm():
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from jd_ner.modeling.encoder import BiLSTM
+
+    torch.manual_seed(4)
+    mine, reference = BiLSTM(6, 5, num_layers=2), nn.LSTM(6, 5, num_layers=2, batch_first=True,
+                                                           bidirectional=True)
+    with torch.no_grad():
+        for i, layer in enumerate(mine.layers):
+            for direction, suffix in (("ltr", ""), ("rtl", "_reverse")):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(layer[direction], f"{name}_l0").copy_(
+                        getattr(reference, f"{name}_l{i}{suffix}"))
+    x = torch.randn(3, 7, 6)
+    lengths = torch.tensor([7, 4, 1])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected, _ = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=7)
+    assert torch.allclose(mine(x, lengths), expected, atol=1e-6)
+    x[1, 4:] = 1e3  # what stands in the padding changes nothing
+    assert torch.allclose(mine(x, lengths), expected, atol=1e-6)
+
+
+def test_gp_loss_edge_cells_all_positive_or_none():
+    from jd_ner.modeling.heads import valid_cells
+    from jd_ner.modeling.losses import multilabel_gp_loss
+
+    mask = torch.tensor([[False, True, False, False], [False, True, True, False]])
+    valid = valid_cells(mask)
+    scores = torch.tensor([1.5, -0.5]).view(2, 1, 1, 1).expand(2, 2, 4, 4).clone()
+    scores.requires_grad_(True)
+    labels = torch.zeros(2, 2, 4, 4, dtype=torch.bool)
+    labels[0, 0, 1, 1] = True  # sample 0, type 0: its only valid cell is positive
+    loss = multilabel_gp_loss(scores, labels, valid, reduction="none")
+    expected = [[math.log(1 + math.exp(-1.5)), math.log(1 + math.exp(1.5))],
+                [math.log(1 + 3 * math.exp(-0.5))] * 2]
+    assert loss.tolist() == [pytest.approx(row) for row in expected]
+    loss.sum().backward()
+    assert torch.isfinite(scores.grad).all()
+    assert scores.grad[0, 0, 1, 1].item() == pytest.approx(-1 / (1 + math.exp(1.5)))

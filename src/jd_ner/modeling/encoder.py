@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from jd_ner.modeling.feature_layers import LayerFusion
 
@@ -58,6 +57,38 @@ def _bert_config(cfg: EncoderConfig, vocab_size: int, pad_id: int):
     )
 
 
+class BiLSTM(nn.Module):
+    """A bidirectional LSTM over right-padded batches: per layer, one forward and one
+    backward one-directional LSTM, outputs concatenated.
+
+    The backward LSTM reads each sequence reversed within its own length, so padding never
+    enters a real position's state, as with packed sequences; but both directions run the
+    fused kernels for padded input, which on a CPU are about twice as fast as packed
+    sequences (forward and backward pass). Outputs at padded positions are zero.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({direction: nn.LSTM(input_size if i == 0 else 2 * hidden_size,
+                                              hidden_size, batch_first=True)
+                           for direction in ("ltr", "rtl")})  # left to right, right to left
+            for i in range(num_layers))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], device=x.device)
+        real = positions[None, :] < lengths[:, None]
+        # position i of a sequence of length n reads position n - 1 - i; padding stays put
+        reverse = torch.where(real, lengths[:, None] - 1 - positions[None, :], positions[None, :])
+        for layer in self.layers:
+            index = reverse[..., None].expand(-1, -1, x.shape[-1])
+            forward = layer["ltr"](x)[0]
+            backward = layer["rtl"](x.gather(1, index))[0]
+            backward = backward.gather(1, reverse[..., None].expand(-1, -1, backward.shape[-1]))
+            x = torch.cat([forward, backward], dim=-1) * real[..., None]
+        return x
+
+
 class CharEncoder(nn.Module):
     """(input_ids, attention_mask, bigram_ids) -> per-token features and all layers."""
 
@@ -92,8 +123,7 @@ class CharEncoder(nn.Module):
             if cfg.fusion_layers > 0 else None
         self.lstm = None
         if cfg.lstm_hidden > 0:
-            self.lstm = nn.LSTM(width, cfg.lstm_hidden, num_layers=cfg.lstm_layers,
-                                batch_first=True, bidirectional=True)
+            self.lstm = BiLSTM(width, cfg.lstm_hidden, cfg.lstm_layers)
             self.lstm_dropout = nn.Dropout(cfg.dropout)
         self.output_size = 2 * cfg.lstm_hidden if self.lstm is not None else width
 
@@ -114,11 +144,7 @@ class CharEncoder(nn.Module):
                                output_hidden_states=all_layers or self.fusion is not None)
         h = out.last_hidden_state if self.fusion is None else self.fusion(out.hidden_states)
         if self.lstm is not None:
-            lengths = attention_mask.sum(-1).cpu()
-            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
-            h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                       total_length=h.shape[1])
-            h = self.lstm_dropout(h)
+            h = self.lstm_dropout(self.lstm(h, attention_mask.sum(-1)))
         return h, (out.hidden_states if all_layers else None)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

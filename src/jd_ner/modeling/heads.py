@@ -32,7 +32,8 @@ def rope_tables(length: int, dim: int, device=None, dtype=torch.float32, base: f
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` (..., L, D) position-wise; ``cos``/``sin`` are (L, D)."""
+    """Rotate ``x`` (..., D) position-wise; ``cos``/``sin`` broadcast to it ((L, D) for
+    (..., L, D), or shaped to the position axis of another layout)."""
     rotated = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).reshape(x.shape)
     return x * cos + rotated * sin
 
@@ -52,13 +53,19 @@ class GlobalPointer(nn.Module):
         self.dense = nn.Linear(hidden_size, num_types * head_size * 2)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        b, length, _ = h.shape
-        qk = self.dense(h).view(b, length, self.num_types, 2, self.head_size)
-        q, k = qk[..., 0, :].transpose(1, 2), qk[..., 1, :].transpose(1, 2)  # (B, T, L, d)
-        if self.rope:
-            cos, sin = rope_tables(length, self.head_size, h.device, q.dtype)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)
+        return self.scores(self.dense(h))
+
+    def scores(self, projected: torch.Tensor) -> torch.Tensor:
+        """Span scores from the projected features (B, L, T * 2d)."""
+        b, length, _ = projected.shape
+        qk = projected.view(b, length, self.num_types, 2, self.head_size)
+        if self.rope:  # q and k of every type rotated in one pass, in the projection's layout
+            cos, sin = rope_tables(length, self.head_size, qk.device, qk.dtype)
+            qk = apply_rope(qk, cos[:, None, None, :], sin[:, None, None, :])
+        qk = qk.permute(0, 2, 3, 1, 4)  # (B, T, 2, L, d)
+        # scaling q (B, T, L, d) is cheaper than scaling the (B, T, L, L) scores
+        q, k = qk[:, :, 0] / math.sqrt(self.head_size), qk[:, :, 1]
+        return torch.matmul(q, k.transpose(-1, -2))
 
 
 class EfficientGlobalPointer(nn.Module):
@@ -75,10 +82,13 @@ class EfficientGlobalPointer(nn.Module):
         self.bias = nn.Linear(head_size * 2, num_types * 2)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        projected = self.dense(h)  # (B, L, 2d)
+        return self.scores(self.dense(h))
+
+    def scores(self, projected: torch.Tensor) -> torch.Tensor:
+        """Span scores from the projected features (B, L, 2d)."""
         q, k = projected[..., 0::2], projected[..., 1::2]
         if self.rope:
-            cos, sin = rope_tables(h.shape[1], self.head_size, h.device, q.dtype)
+            cos, sin = rope_tables(projected.shape[1], self.head_size, projected.device, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         shared = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)  # (B, L, L)
         bias = self.bias(projected).transpose(1, 2) / 2  # (B, 2T, L)

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["title_id", "spans", "scores"]
 
 
-def predict_titles(model: NerModel, titles: pd.DataFrame, params: dict) -> pd.DataFrame:
+def predict_titles(model: NerModel, titles: pd.DataFrame, params: dict,
+                   progress: bool = True) -> pd.DataFrame:
     """Scored spans of every title (overlaps kept, scores unrounded), one row per title.
 
     Titles are encoded with the model's own vocabularies, windows and feature settings
@@ -43,7 +44,7 @@ def predict_titles(model: NerModel, titles: pd.DataFrame, params: dict) -> pd.Da
     if titles.empty:
         return pd.DataFrame(columns=PREDICTION_COLUMNS)
     pred = predict_spans(model, examples_for_model(model, titles), int(params["batch_size"]),
-                         resolve_device(params["device"]), progress=True,
+                         resolve_device(params["device"]), progress=progress,
                          amp=bool(params["amp"]))
     rows = [{"title_id": int(tid),
              "spans": spans_cell([(s, e, model.labels[t]) for s, e, t, _ in pred.get(int(tid), [])]),

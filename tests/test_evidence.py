@@ -218,9 +218,18 @@ def test_lexicon_keeps_longest_then_most_frequent_matches_per_character():
 
 # --- defect 7: precision honours `amp`; scores are not rounded before decoding ------------------
 
-def test_autocast_follows_amp_and_device():
+def test_autocast_follows_amp_and_device(monkeypatch):
+    import jd_ner.modeling.device as device
+
     assert autocast_dtype(torch.device("cuda"), False) is None
-    assert autocast_dtype(torch.device("cpu"), True) is None
+    assert autocast_dtype(torch.device("cpu"), False) is None
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert autocast_dtype(torch.device("cpu"), True) is torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert autocast_dtype(torch.device("cpu"), True) is None  # emulated bf16 would be slower
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype(torch.device("cuda"), True) is torch.float16
+    monkeypatch.undo()
     if torch.cuda.is_available():
         assert autocast_dtype(torch.device("cuda"), True) in (torch.bfloat16, torch.float16)
 

@@ -11,9 +11,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 matrix
+    products run ~4x faster than fp32; elsewhere bf16 would be emulated, and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The mixed-precision dtype for ``device``: bf16 on CUDA where supported, else fp16;
-    None (full precision) when ``amp`` is off or on a CPU."""
-    if not amp or device.type != "cuda":
+    """The mixed-precision dtype for ``device``, or None for full precision.
+
+    With ``amp``: bf16 on CUDA where supported, else fp16 (with loss scaling); bf16 on a CPU
+    that has it natively; full precision on other CPUs. Weights, optimizer state and the
+    losses stay fp32 either way (autocast runs only matrix products and the like in bf16).
+    """
+    if not amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None

@@ -21,7 +21,7 @@ def collator_for(model: NerModel) -> Collator:
                     sequences=model.sequence_fields)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 64,
                   device: torch.device | str = "cpu", progress: bool = False,
                   threshold: float = 0.0, amp: bool = False) -> dict[int, list[ScoredSpan]]:

@@ -36,7 +36,7 @@ class TrainConfig:
     seed: int = 42
     eval_batch_size: int = 64
     device: str = "auto"  # auto: cuda when available, else cpu
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaler)
+    amp: bool = True  # mixed precision (see jd_ner.modeling.device.autocast_dtype)
     threads: int = 0  # CPU threads for torch; 0 leaves torch's default
     progress: bool = True
     checkpoint_every: int = 200  # steps between mid-epoch checkpoints (0: epoch ends only)

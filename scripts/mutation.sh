@@ -103,14 +103,15 @@ def score(c):
 
 
 lines = ["", f"mutation summary (this invocation took {wall // 60} min {wall % 60} s)",
-         f"{'file':45} {'total':>6} {'killed':>6} {'surv':>5} {'notest':>6} {'tmout':>5} {'other':>5} {'score':>6}"]
+         f"{'file':40} {'total':>6} {'killed':>6} {'surv':>5} {'notest':>6} {'tmout':>5} {'unrun':>5} "
+         f"{'other':>5} {'score':>6}"]
 for path, c in sorted(per_file.items()) + [("TOTAL", total)]:
-    other = sum(c.values()) - c["killed"] - c["survived"] - c["no tests"] - c["timeout"]
-    lines.append(f"{path:45} {sum(c.values()):6} {c['killed']:6} {c['survived']:5} {c['no tests']:6} "
-                 f"{c['timeout']:5} {other:5} {score(c)[0]:>6}")
+    other = sum(c.values()) - sum(c[k] for k in ("killed", "survived", "no tests", "timeout", "not checked"))
+    lines.append(f"{path.removeprefix('src/jd_ner/'):40} {sum(c.values()):6} {c['killed']:6} {c['survived']:5} "
+                 f"{c['no tests']:6} {c['timeout']:5} {c['not checked']:5} {other:5} {score(c)[0]:>6}")
 a, b = score(total)
 lines += [f"score = killed / (killed + survived) = {a}; counting no-test mutants as survivors: {b}",
-          f"statuses: {dict(total)}"]
+          f"statuses: {dict(total)} (timeout and suspicious count as neither killed nor survived)"]
 print("\n".join(lines))
 
 if report:

@@ -22,7 +22,7 @@ def collator_for(model: NerModel) -> Collator:
 
 
 @torch.inference_mode()
-def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 64,
+def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 32,
                   device: torch.device | str = "cpu", progress: bool = False,
                   threshold: float = 0.0, amp: bool = False) -> dict[int, list[ScoredSpan]]:
     """Scored spans (character positions in the whole title) for every title id.

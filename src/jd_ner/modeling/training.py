@@ -34,7 +34,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 42
-    eval_batch_size: int = 64
+    eval_batch_size: int = 32
     device: str = "auto"  # auto: cuda when available, else cpu
     amp: bool = True  # mixed precision (see jd_ner.modeling.device.autocast_dtype)
     threads: int = 0  # CPU threads for torch; 0 leaves torch's default

@@ -56,6 +56,24 @@ def test_session_runs_ingest_to_submit(project, monkeypatch):
     check_mlflow_run(project)
 
 
+def test_final_fit_trains_on_every_title_and_reports_unevaluated(project, monkeypatch):
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    params = {**TINY_RUN, "final_fit": True}
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run()
+    data = project / "data"
+    train = pd.read_parquet(newest(data / "03_primary", "train_titles.parquet"))
+    assert len(train) == 50
+    summary = json.loads(newest(data / "08_reporting", "evaluation_summary.json").read_text())
+    assert "UNEVALUATED" in summary["note"] and summary["test"] == {"evaluated": False}
+    config = json.loads((newest(data / "06_models", "ner_model") / "config.json").read_text())
+    assert "unevaluated" in config["trained_on"]
+    submission = newest(data / "07_model_output", "submission.txt").read_text(encoding="utf-8")
+    test_titles = (data / "01_raw" / "synthetic_test.txt").read_text(encoding="utf-8").splitlines()
+    validate_submission(submission, test_titles)
+
+
 def check_mlflow_run(project):
     """One MLflow run with resolved params, per-epoch metrics, provenance tags, artefacts."""
     from mlflow.tracking import MlflowClient

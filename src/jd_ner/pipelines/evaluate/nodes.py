@@ -93,9 +93,10 @@ def summarise_evaluation(test_metrics: dict, dev_metrics: dict, model: NerModel)
     Logged to MLflow as ``test_f1`` (with ``test_f1_low``/``test_f1_high``), ``test_precision``,
     ``test_recall`` and ``selection_dev_f1``.
     """
-    summary = {"model_trained_on": model.spec.trained_on,
-               "test": _headline(test_metrics), "dev (selects the epoch; optimistic)":
-               _headline(dev_metrics)}
+    summary = {"model_trained_on": model.spec.trained_on, "test": _headline(test_metrics),
+               "dev": _headline(dev_metrics),
+               "dev_note": "dev selected the model's epoch, so its score is optimistic; "
+                           "quote test"}
     if not test_metrics["evaluated"]:
         summary["note"] = ("UNEVALUATED: the model was trained on every labelled title "
                            "(final_fit), so no held-out title is left to score it on")

@@ -37,6 +37,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     device: str = "auto"  # auto: cuda when available, else cpu
     amp: bool = True  # mixed precision (see jd_ner.modeling.device.autocast_dtype)
+    amp_dtype: str = "auto"  # auto | bfloat16 | float16 (CUDA only; float16 uses loss scaling)
     threads: int = 0  # CPU threads for torch; 0 leaves torch's default
     progress: bool = True
     checkpoint_every: int = 200  # steps between mid-epoch checkpoints (0: epoch ends only)
@@ -130,12 +131,14 @@ def _is_oom(err: BaseException) -> bool:
 def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         evaluate: Callable[[NerModel], dict[str, float]] | None,
         on_epoch_end: Callable[[dict], None] | None = None,
+        on_step: Callable[[int, float], None] | None = None,
         score_key: str = "dev_f1", checkpoints: Checkpoints | None = None) -> FitResult:
     """Train ``model`` in place; at the end it holds the weights of its best epoch.
 
     ``evaluate(model)`` returns dev metrics after each epoch, ``score_key`` among them
     (``None``: no selection, the last epoch is kept and ``best_score`` stays -inf);
-    ``on_epoch_end(record)`` receives the epoch's record (for logging). With
+    ``on_epoch_end(record)`` receives the epoch's record (for logging), ``on_step(step,
+    loss)`` every optimizer step's loss. With
     ``checkpoints``, the complete state (weights, optimizer, scheduler, loss scaler, RNG
     states, position in the epoch, best epoch so far) is saved every ``checkpoints.every``
     steps and at each epoch end, and a saved state is resumed from: the result is the
@@ -156,7 +159,7 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     # it in the large bigram embedding.
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, cfg.warmup_ratio))
-    amp_dtype = autocast_dtype(device, cfg.amp)
+    amp_dtype = autocast_dtype(device, cfg.amp, cfg.amp_dtype)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     result = FitResult(best_epoch=0, best_score=float("-inf"))
@@ -223,6 +226,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
             for key, value in {"train_loss": loss.detach(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + float(value) * len(idx)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if on_step is not None:
+                on_step(step, float(loss))
             if (checkpoints is not None and checkpoints.every > 0
                     and step % checkpoints.every == 0 and b + 1 < len(batches)):
                 checkpoints.save(snapshot(epoch, b + 1))

@@ -8,6 +8,7 @@ documented weights and signs, and ``fit``'s parameter groups, schedule and bookk
 
 import math
 import random
+import time
 
 import numpy as np
 import pytest
@@ -569,6 +570,7 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
         [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0])
     g = linear_schedule(10, 0.0)  # at least one warm-up step
     assert [g(s) for s in (0, 1, 5, 10)] == pytest.approx([1.0, 1.0, 5 / 9, 0.0])
+    assert [linear_schedule(2, 0.5)(s) for s in (0, 1, 2)] == pytest.approx([1.0, 1.0, 0.0])
     assert linear_schedule(4, 1.0)(3) == pytest.approx(1.0)
     assert linear_schedule(4, 1.0)(4) == pytest.approx(0.0)
 
@@ -602,14 +604,19 @@ def test_fit_uses_every_batch_logs_losses_and_keeps_the_earlier_of_tied_epochs()
 
     cfg = TrainConfig(epochs=3, batch_size=2, learning_rate=1e-3, warmup_ratio=0.1, amp=False,
                       progress=False, device="cpu", seed=3)
-    result = fit(model, train, cfg, objective, evaluate, on_epoch_end)
+    steps = []
+    begin = time.perf_counter()
+    result = fit(model, train, cfg, objective, evaluate, on_epoch_end,
+                 on_step=lambda step, loss: steps.append((step, loss)))
+    wall = time.perf_counter() - begin
+    assert steps == [(k, pytest.approx(2.5)) for k in range(1, 10)]
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert records == result.history
     expected_first = sorted(e.char_ids[0] for e in train)
     assert [sorted(firsts[e]) for e in (1, 2, 3)] == [expected_first] * 3  # every title, once
     for r in result.history:
         assert r["train_loss"] == pytest.approx(2.5) and r["part"] == pytest.approx(0.75)
-        assert r["train_seconds"] > 0 and r["eval_seconds"] >= 0
+        assert 0 < r["train_seconds"] < wall and 0 <= r["eval_seconds"] < wall
         assert r["train_titles_per_s"] == pytest.approx(5 / r["train_seconds"])
     # 3 steps per epoch, 9 in all, warm-up 1 step: lr factor after step k is (9 - k) / 8
     assert [r["lr"] for r in result.history] == pytest.approx([1e-3 * 6 / 8, 1e-3 * 3 / 8, 0.0])
@@ -808,14 +815,13 @@ def test_fit_interrupted_and_resumed_from_checkpoints_equals_an_uninterrupted_ru
         train = small_examples(model)
         calls = [0]
         plain = Objective({})
+        init = model.head.dense.weight.detach().clone()
 
         def objective(m, batch):
             calls[0] += 1
             if calls[0] == stop_at:
                 raise Interrupted
             return plain(m, batch)
-
-        init = model.head.dense.weight.detach().clone()
 
         def evaluate(m):  # falls as the weights move away from their start: epoch 1 is best,
             # so the resumed run must take the best weights from the checkpoint
@@ -828,19 +834,110 @@ def test_fit_interrupted_and_resumed_from_checkpoints_equals_an_uninterrupted_ru
         history = [{k: v for k, v in r.items() if k not in timing} for r in result.history]
         return model, (result.best_epoch, result.best_score, history, result.resumed_from)
 
-    straight = MemoryCheckpoints(every=2)
+    # 3 batches per epoch, 9 steps: mid-epoch saves after steps 4 and 8 (never after an epoch's
+    # last batch), and one at every epoch end pointing at the next epoch's first batch
+    straight = MemoryCheckpoints(every=4)
     model_a, result_a = run(straight)
-    # 3 batches per epoch: mid-epoch saves after steps 2 (epoch 1) and 4, 8 (epochs 2, 3),
-    # and one at every epoch end pointing at the next epoch's first batch
-    assert straight.saves == [(1, 2), (2, 0), (2, 1), (3, 0), (3, 2), (4, 0)]
+    assert straight.saves == [(2, 0), (2, 1), (3, 0), (3, 2), (4, 0)]
     assert straight.cleared and straight.load() is None and result_a[3] is None
 
-    resumed = MemoryCheckpoints(every=2)
-    assert run(resumed, stop_at=5) == (None, None)  # killed in epoch 2, batch 1
-    assert resumed.saves[-1] == (2, 1) and not resumed.cleared
+    resumed = MemoryCheckpoints(every=4)
+    assert run(resumed, stop_at=6) == (None, None)  # killed at epoch 2, batch 2
+    assert resumed.saves == [(2, 0), (2, 1)] and not resumed.cleared
     model_b, result_b = run(resumed)
     assert result_b[3] == "epoch 2, batch 1" and result_a[0] == 1
+    assert resumed.saves == straight.saves  # the step counter carries on where it stopped
     assert result_b[:3] == result_a[:3]
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert resumed.cleared
+
+    # resumed at an epoch start, with a cadence that no run reaches again before the end
+    five = MemoryCheckpoints(every=5)
+    run(five, stop_at=8)  # killed at epoch 3, batch 1: resumes from the end of epoch 2
+    run(five)
+    assert five.saves == [(2, 0), (2, 2), (3, 0), (4, 0)]
+
+    ends_only, every_step = MemoryCheckpoints(every=0), MemoryCheckpoints(every=1)
+    run(ends_only)
+    run(every_step)
+    assert ends_only.saves == [(2, 0), (3, 0), (4, 0)]
+    assert every_step.saves == [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2), (4, 0)]
+
+
+def test_fit_runs_the_objective_under_autocast_only_with_amp(monkeypatch):
+    from jd_ner.modeling import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    seen = []
+
+    def objective(m, batch):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return (m.head.dense.weight.float() ** 2).sum(), {}
+
+    for amp in (True, False):
+        model = tiny_model(["小米华为充ab12c手机壳子充电器 2"])
+        fit(model, small_examples(model, 2), TrainConfig(epochs=1, batch_size=2, amp=amp, progress=False,
+                                                          device="cpu"), objective, None)
+    assert seen[0] == (True, torch.bfloat16)
+    assert seen[1][0] is False
+
+
+def test_objective_draws_its_mixer_for_the_batch_and_both_views(monkeypatch):
+    model = tiny_model(TEXTS).eval()
+    batch = labelled_batch(model, TEXTS)
+    mixers = []
+    features = model.features
+    monkeypatch.setattr(model, "features", lambda b, m=None: mixers.append(m) or features(b, m))
+    for rdrop in (False, True):
+        objective = Objective({"mixup": {"enabled": True, "probability": 1.0, "layer": "encoder"},
+                               "rdrop": {"enabled": rdrop}})
+        torch.manual_seed(0)
+        _, parts = objective(model, batch)
+        assert parts["mixed"].item() == 1.0
+    single, double = mixers
+    assert sorted(single.perm.tolist()) == [0, 1, 2] and single.layer == "encoder"
+    assert len(double.perm) == 6 and sorted(double.perm[:3].tolist()) == [0, 1, 2]
+    assert torch.equal(double.perm[3:], double.perm[:3] + 3)
+    never = Objective({"mixup": {"enabled": True, "probability": 0.0}})
+    _, parts = never(model, batch)
+    assert mixers[-1] is None and parts["mixed"].item() == 0.0
+    _, parts = Objective({})(model, batch)
+    assert "mixed" not in parts
+
+
+def test_auxiliary_losses_of_a_mixed_batch_use_both_targets(monkeypatch):
+    model = aux_model()
+    batch = labelled_batch(model, TEXTS)
+    mixer = Mixer(0.3, torch.tensor([2, 0, 1]), "encoder")
+    objective = build_objective({"boundary": {"enabled": True, "weight": 0.5},
+                                 "mixup": {"enabled": True}}, model)
+    monkeypatch.setattr(objective, "sample_mixer", lambda *a: mixer)
+    with torch.no_grad():
+        _, parts = objective(model, batch)
+        h = mixer(model.features(batch))
+        scores = model.aux_heads["boundary"](h)
+    target = batch["labels"].any(dim=1, keepdim=True)
+    valid = valid_cells(torch.maximum(batch["char_mask"], batch["char_mask"][mixer.perm]))
+    expected = (0.3 * brute_gp_loss(scores, target, valid)
+                + 0.7 * brute_gp_loss(scores, target[mixer.perm], valid))
+    assert parts["loss_boundary"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_multisample_dropout_uses_its_configured_rate():
+    model = tiny_model(TEXTS).eval()
+    batch = labelled_batch(model, TEXTS)
+    seen = []
+    head = model.head
+
+    class Recorder(nn.Module):
+        def forward(self, h):
+            seen.append(h.detach().clone())
+            return head(h)
+
+    model.head = Recorder()
+    torch.manual_seed(0)
+    Objective({"multisample_dropout": {"enabled": True, "samples": 2, "p": 0.2}})(model, batch)
+    assert len(seen) == 2
+    for h in seen:
+        assert 0.12 < (h == 0).float().mean().item() < 0.28  # about 20% dropped (not 50%)

@@ -1,10 +1,15 @@
 """Vocabularies, bigrams, BIO/submission edge rules, lexicon helpers, window merging and
 overlap resolution, each against hand-worked values."""
 
+import math
+
 import pytest
+import torch
 
 from jd_ner.modeling.batching import window_starts
-from jd_ner.modeling.decode import merge_windows, resolve_overlaps
+from jd_ner.modeling.decode import clean_whitespace, decode_title, merge_windows, resolve_overlaps
+from jd_ner.modeling.heads import valid_cells
+from jd_ner.modeling.losses import multilabel_gp_loss
 from jd_ner.text.bio import (
     InputFormatError,
     SubmissionError,
@@ -228,3 +233,40 @@ def test_overlap_resolution_tie_rules():
         assert resolve_overlaps(spans, how) == sorted(spans)
     with pytest.raises(ValueError, match="overlap"):
         resolve_overlaps(spans, "shortest")
+
+
+def test_whitespace_trim_keeps_one_character_and_goes_on_after_a_span_of_spaces():
+    text = "a b c"
+    spans = [(1, 1, 0, 0.9), (1, 2, 1, 0.5), (3, 4, 0, 0.4)]  # " ", " b", " c"
+    assert clean_whitespace(spans, text, "trim") == [(2, 2, 1, 0.5), (4, 4, 0, 0.4)]
+    assert clean_whitespace(spans, text, "drop") == []
+    assert decode_title(spans, text, {"whitespace": "keep", "overlap": "greedy_score"}) == [
+        (1, 1, 0, 0.9), (3, 4, 0, 0.4)]
+    assert decode_title(spans, text, {"whitespace": "drop", "overlap": "greedy_score"}) == []
+    assert decode_title(spans, text, {"whitespace": "trim", "overlap": "longest_first"}) == [
+        (2, 2, 1, 0.5), (4, 4, 0, 0.4)]
+    overlapping = [(0, 4, 0, 0.1), (1, 2, 1, 5.0)]
+    assert decode_title(overlapping, "abcde", {"whitespace": "keep", "overlap": "longest_first"}) == [
+        (0, 4, 0, 0.1)]
+    assert decode_title(overlapping, "abcde", {"whitespace": "keep", "overlap": "greedy_score"}) == [
+        (1, 2, 1, 5.0)]
+
+
+def test_lexicon_prefers_the_longer_of_two_matches_starting_at_one_character():
+    matcher = LexiconMatcher({"ab": {"1": 5}, "abc": {"4": 1}}, ["1", "4"])
+    assert matcher.features("abc", 1) == [[3], [4], [4]]  # B-4, I-4, I-4: the 3-char match
+    assert matcher.features("abc", 2) == [[3, 1], [4, 2], [4, 0]]
+
+
+def test_gp_loss_is_stable_with_scores_far_apart_in_different_rows():
+    scores = torch.full((1, 2, 3, 3), -5.0)
+    mask = torch.tensor([[False, True, True]])
+    valid = valid_cells(mask)
+    labels = torch.zeros(1, 2, 3, 3, dtype=torch.bool)
+    labels[0, 0, 1, 1] = True
+    scores[0, 0, 1, 1] = 200.0  # a confident gold cell of type 0
+    scores[0, 1, 1, 1] = 200.0  # a confident wrong cell of type 1
+    loss = multilabel_gp_loss(scores, labels, valid, reduction="none")
+    type0 = math.log1p(2 * math.exp(-5)) + math.log1p(math.exp(-200))
+    type1 = 200 + math.log1p(2 * math.exp(-205))
+    assert loss[0].tolist() == pytest.approx([type0, type1], rel=1e-6)

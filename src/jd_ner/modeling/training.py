@@ -227,7 +227,7 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
                 totals[key] = totals.get(key, 0.0) + float(value) * len(idx)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if on_step is not None:
-                on_step(step, float(loss))
+                on_step(step, loss.item())
             if (checkpoints is not None and checkpoints.every > 0
                     and step % checkpoints.every == 0 and b + 1 < len(batches)):
                 checkpoints.save(snapshot(epoch, b + 1))

@@ -139,23 +139,14 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-    import yaml
-
-    from jd_ner.config import deep_merge
+    from compare_tricks import assign, load_parameters  # the same parameters as a run, no Kedro
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device: nothing to check (use --device cpu for a dry run)")
         return 2
-    params: dict = {}
-    for path in sorted((ROOT / "conf" / "base").glob("parameters*.yml")):
-        params = deep_merge(params, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    params = load_parameters(ROOT / "conf")
     for item in args.set:
-        key, _, value = item.partition("=")
-        *path, last = key.split(".")
-        node = params
-        for part in path:
-            node = node[part]
-        node[last] = yaml.safe_load(value)
+        assign(params, item)
     data = load_titles(args.train_file, int(params["features"]["max_chars"]),
                        int(params["features"]["window_stride"]))
     print(f"device: {args.device}" + (f" ({torch.cuda.get_device_name()})"

@@ -79,6 +79,7 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from jd_ner.checkpoints import CheckpointStore
+    from jd_ner.encoder_files import load_pretrained_encoder
     from jd_ner.evaluation import per_title_counts
     from jd_ner.pipelines.evaluate.nodes import decoded_entities, predict_titles, score_titles
     from jd_ner.pipelines.features import nodes as features
@@ -121,7 +122,11 @@ def run_one(args: argparse.Namespace) -> dict:
     for name, frame in (("train", train), ("dev", dev)):
         encoded = features.encode_split(frame, cv, bv, schema, fp)
         inputs[name] = features.build_model_input(encoded, pv, gv, fp) if char_features else encoded
-    model = build_model(config, cv, bv, pv, gv, lexicon, schema, fp, pretrained)
+    char_encoder = load_pretrained_encoder(args.char_encoder) if args.char_encoder else None
+    words = features.build_word_vocabulary(train, fp) \
+        if config["model"]["words"]["enabled"] else None
+    model = build_model(config, cv, bv, pv, gv, lexicon, schema, fp, pretrained, char_encoder,
+                        words)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev, config,
@@ -217,6 +222,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own process)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the parameters' device)")
+    parser.add_argument("--char-encoder", type=Path,
+                        help="a pretrained character encoder folder (data/06_models/char_encoder/"
+                             "<version>/char_encoder) for tricks with model.encoder.init=pretrained")
     parser.add_argument("--conf", type=Path, default=ROOT / "conf")
     parser.add_argument("--json", type=Path, help="write the runs and the table here")
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: one run
@@ -240,6 +248,7 @@ def main() -> None:
     # trick gets its first seed before any gets its second
     passthrough = ["--train-file", str(args.train_file), "--conf", str(args.conf),
                    "--threads", str(args.threads), *(["--device", args.device] if args.device else []),
+                   *(["--char-encoder", str(args.char_encoder)] if args.char_encoder else []),
                    *[f"--set={item}" for item in args.params or []]]
 
     lock = threading.Lock()

@@ -27,6 +27,7 @@ from jd_ner.modeling.training import (
     _param_groups,
     fit,
     linear_schedule,
+    planned_epochs,
     resolve_device,
     seed_everything,
 )
@@ -623,6 +624,36 @@ def test_fit_uses_every_batch_logs_losses_and_keeps_the_earlier_of_tied_epochs()
     assert (result.best_epoch, result.best_score) == (2, 0.4)
     final = model.state_dict()
     assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+
+
+def test_patience_stops_the_run_and_auto_epochs_plan_a_step_budget():
+    model = tiny_model(["小米华为充ab12c手机壳子充电器 2"])
+    train = small_examples(model)  # 5 titles, batches of 2: 3 steps an epoch
+
+    def objective(m, batch):
+        return (m.head.dense.weight ** 2).sum(), {}
+
+    scores = iter([0.2, 0.5, 0.4, 0.5, 0.3, 0.9, 0.9, 0.9, 0.9, 0.9])
+    cfg = TrainConfig(epochs=10, patience=2, batch_size=2, learning_rate=1e-3, warmup_ratio=0.1,
+                      amp=False, progress=False, device="cpu")
+    result = fit(model, train, cfg, objective, lambda m: {"dev_f1": next(scores)})
+    # best at epoch 2; epochs 3 and 4 are not better (a tie is not better): stop after 4
+    assert (result.best_epoch, len(result.history), result.stopped_early) == (2, 4, True)
+    assert result.planned_epochs == 10  # the schedule still spans 30 steps: after 12, 18/27
+    assert result.history[-1]["lr"] == pytest.approx(1e-3 * 18 / 27)
+    scores = iter([0.2, 0.5, 0.4, 0.3])  # the last planned epoch is no reason to "stop early"
+    result = fit(model, train, TrainConfig(epochs=4, patience=2, batch_size=2, amp=False,
+                                           progress=False, device="cpu"),
+                 objective, lambda m: {"dev_f1": next(scores)})
+    assert (len(result.history), result.stopped_early) == (4, False)
+    never = TrainConfig(epochs=3, patience=0, batch_size=2, amp=False, progress=False, device="cpu")
+    assert len(fit(model, train, never, objective, lambda m: {"dev_f1": 0.1}).history) == 3
+    assert planned_epochs(TrainConfig(epochs="auto", auto_steps=7, max_epochs=9), 3) == 3
+    assert planned_epochs(TrainConfig(epochs="auto", auto_steps=3400, max_epochs=60), 245) == 14
+    assert planned_epochs(TrainConfig(epochs="auto", auto_steps=3400, max_epochs=60), 10) == 60
+    assert planned_epochs(TrainConfig(epochs=5, auto_steps=7), 3) == 5
+    with pytest.raises(ValueError, match="number or 'auto'"):
+        planned_epochs(TrainConfig(epochs="many"), 3)
 
 
 def test_fit_without_evaluation_keeps_the_last_epoch_and_sets_threads():

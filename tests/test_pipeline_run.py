@@ -22,6 +22,42 @@ TINY_RUN = {
 }
 
 
+TINY_PRETRAIN = {**TINY_RUN, "pretrain": {"optim": {"epochs": 1, "batch_size": 8,
+                                                    "progress": False}}}
+
+
+def write_pseudo_titles(project: Path) -> None:
+    from jd_ner.encoding import titles_frame
+
+    folder = project / "data/03_primary/pseudo_titles.parquet/2020-01-01T00.00.00.000Z"
+    folder.mkdir(parents=True)
+    titles_frame([{"title_id": i, "text": text, "spans": spans, "line": i + 1}
+                  for i, (text, spans) in enumerate([("小米手机壳", '[[0, 1, "1"]]'),
+                                                     ("华为充电器", '[[0, 1, "1"]]'),
+                                                     ("数据线", "[]")])]
+                 ).to_parquet(folder / "pseudo_titles.parquet")
+
+
+def pretrained_weights_used(project: Path, model_dir: Path) -> bool:
+    from safetensors.torch import load_file
+
+    encoder = load_file(str(newest(project / "data/06_models", "char_encoder")
+                            / "encoder.safetensors"))
+    config = json.loads((model_dir / "config.json").read_text())
+    pretrained = json.loads((newest(project / "data/06_models", "char_encoder")
+                             / "config.json").read_text())
+    return (config["encoder"]["init"] == "pretrained"
+            and config["char_vocab"] == pretrained["char_vocab"] and len(encoder) > 0)
+
+
+def trainable(config: dict, model_dir: Path) -> set[str]:
+    """Names of the saved model's weights that its optimizer updated."""
+    from jd_ner.datasets import load_model
+
+    model = load_model(model_dir)
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
 def newest(folder: Path, name: str) -> Path:
     versions = sorted((folder / name).iterdir())
     return versions[-1] / name
@@ -148,6 +184,11 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
     monkeypatch.chdir(project)
     bootstrap_project(project)
     params = {**TINY_RUN, "trick": trick}
+    if trick == "pretrained":  # its encoder comes from a pretrain run
+        with KedroSession.create(project_path=project, runtime_params=TINY_PRETRAIN) as session:
+            session.run(pipeline_names=["pretrain"])
+    if trick == "pseudo":  # titles as a pseudo_label run would have written them
+        write_pseudo_titles(project)
     with KedroSession.create(project_path=project, runtime_params=params) as session:
         session.run(pipeline_names=["train"])
     history = (project / "data/08_reporting/training_history.csv")
@@ -182,5 +223,39 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
         and any(n.startswith("char_features.glyph") for n in names),
         "label_smoothing": lambda: config["objective"]["label_smoothing"] > 0,
         "multisample_dropout": lambda: config["objective"]["multisample_dropout"]["enabled"],
+        "pretrained": lambda: pretrained_weights_used(project, model_dir),
+        "pseudo": lambda: row["train_titles_per_s"] * row["train_seconds"] == pytest.approx(
+            len(pd.read_parquet(newest(project / "data/05_model_input",
+                                       "train_model_input.parquet"))) + 3),
+        "lac": lambda: "encoder.lac.embedding.weight" in names
+        and "encoder.lac.embedding.weight" not in trainable(config, model_dir),
+        "lac_finetune": lambda: "encoder.lac.embedding.weight" in trainable(config, model_dir),
+        "words": lambda: "words.embedding.weight" in names,
     }
     assert expected[trick](), (trick, row.to_dict())
+
+
+def test_pretrain_and_pseudo_label_pipelines_run_and_leave_held_out_titles_out(project, monkeypatch):
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=TINY_PRETRAIN) as session:
+        session.run(pipeline_names=["pretrain"])
+    data = project / "data"
+    report = json.loads(newest(data / "08_reporting", "unlabelled_report.json").read_text())
+    titles = {name: pd.read_parquet(newest(data / "03_primary", f"{name}_titles.parquet"))
+              for name in ("train", "dev", "test")}
+    unlabelled = pd.read_parquet(newest(data / "02_intermediate", "unlabelled_titles.parquet"))
+    held_out = set(titles["dev"]["text"]) | set(titles["test"]["text"])
+    assert not held_out & set(unlabelled["text"])
+    assert set(titles["train"]["text"]) <= set(unlabelled["text"])
+    assert report["titles"] == len(unlabelled) == 40 + 9
+    encoder = json.loads((newest(data / "06_models", "char_encoder") / "config.json").read_text())
+    assert encoder["info"]["titles"] == 49 and encoder["format"] == "jd_ner.encoder/1"
+    with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
+        session.run(pipeline_names=["train"])
+    with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
+        session.run(pipeline_names=["pseudo_label"])
+    pseudo = json.loads(newest(data / "08_reporting", "pseudo_label_report.json").read_text())
+    assert pseudo["candidates"] == 9  # the unlabelled file's titles; train titles are gold
+    kept = pd.read_parquet(newest(data / "03_primary", "pseudo_titles.parquet"))
+    assert len(kept) == pseudo["kept"] and not held_out & set(kept["text"])

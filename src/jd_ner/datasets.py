@@ -17,6 +17,8 @@ from typing import Any
 from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 
 from jd_ner.checkpoints import CheckpointStore
+from jd_ner.encoder_files import CONFIG as ENCODER_CONFIG
+from jd_ner.encoder_files import load_pretrained_encoder, save_pretrained_encoder
 from jd_ner.text.bio import RawFile
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -50,6 +52,104 @@ class RawFileDataset(AbstractDataset[None, RawFile]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath}
+
+
+class RawFilesDataset(AbstractDataset[None, list]):
+    """Several read-only raw files, given as one string of paths separated by ``;`` (so a
+    run can name them with ``--params=unlabelled_files="a.txt;b.txt"``)."""
+
+    def __init__(self, filepaths: str, how_to_get: str = "", metadata: dict | None = None):
+        self._paths = [p.strip() for p in str(filepaths).split(";") if p.strip()]
+        self._how_to_get = how_to_get
+        self.metadata = metadata
+
+    def load(self) -> list[RawFile]:
+        return [RawFileDataset(path, self._how_to_get).load() for path in self._paths]
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{self._paths} are raw inputs: the pipeline never writes them")
+
+    def _exists(self) -> bool:
+        return all(Path(p).is_file() for p in self._paths)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepaths": self._paths}
+
+
+class PretrainedEncoderDataset(AbstractVersionedDataset[Any, Any]):
+    """A versioned pretrained character encoder folder (``jd_ner.encoder_files``).
+
+    Loads as ``None`` while nothing has been pretrained: a model that does not start from
+    it (``train.model.encoder.init: scratch``) needs none, and one that does says so.
+    """
+
+    def __init__(self, filepath: str, version: Version | None = None,
+                 metadata: dict | None = None):
+        super().__init__(PurePosixPath(filepath), version)
+        self.metadata = metadata
+
+    def load(self):
+        try:
+            directory = Path(self._get_load_path())
+        except DatasetError:
+            if self._version is not None and self._version.load:
+                raise
+            return None
+        if not directory.exists():
+            return None
+        try:
+            return load_pretrained_encoder(directory)
+        except ValueError as err:
+            raise DatasetError(str(err)) from None
+
+    def save(self, encoder) -> None:
+        save_pretrained_encoder(encoder, self._get_save_path())
+
+    def _exists(self) -> bool:
+        try:
+            return Path(self._get_load_path(), ENCODER_CONFIG).is_file()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}
+
+
+class OptionalTitlesDataset(AbstractVersionedDataset[Any, Any]):
+    """A versioned title table (parquet) that loads as an empty table while none was saved:
+    pseudo-labelled titles exist only once the pseudo_label pipeline has run."""
+
+    def __init__(self, filepath: str, version: Version | None = None,
+                 metadata: dict | None = None):
+        super().__init__(PurePosixPath(filepath), version)
+        self.metadata = metadata
+
+    def load(self):
+        import pandas as pd
+
+        from jd_ner.encoding import titles_frame
+
+        try:
+            path = Path(self._get_load_path())
+        except DatasetError:
+            if self._version is not None and self._version.load:
+                raise
+            return titles_frame([])
+        return pd.read_parquet(path) if path.exists() else titles_frame([])
+
+    def save(self, data) -> None:
+        path = Path(self._get_save_path())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.to_parquet(path, index=False)
+
+    def _exists(self) -> bool:
+        try:
+            return Path(self._get_load_path()).is_file()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}
 
 
 def save_model(model, directory: str | os.PathLike) -> None:

@@ -84,6 +84,39 @@ def encode_titles(titles: pd.DataFrame, char_vocab: Vocab, bigram_vocab: Vocab |
                                        "char_ids", "bigram_ids", "spans"])
 
 
+def window_titles(encoded: pd.DataFrame) -> dict[int, str]:
+    """Each title's whole text, put back together from its windows."""
+    parts: dict[int, list[str]] = {}
+    for tid, start, length, text in zip(encoded["title_id"], encoded["char_start"],
+                                        encoded["title_length"], encoded["text"], strict=True):
+        chars = parts.setdefault(int(tid), [""] * int(length))
+        chars[int(start):int(start) + len(text)] = list(text)
+    return {tid: "".join(chars) for tid, chars in parts.items()}
+
+
+def with_model_vocabularies(encoded: pd.DataFrame, char_vocab: Vocab,
+                            bigram_vocab: Vocab | None) -> pd.DataFrame:
+    """The windows' character and bigram ids in the given vocabularies.
+
+    A model reads titles with its own vocabularies, which are not the features pipeline's
+    when its encoder was pretrained on unlabelled titles. A window's last bigram reads the
+    next character of its title, so ids come from the whole title, then are cut.
+    """
+    if encoded.empty:
+        return encoded
+    titles = window_titles(encoded)
+    chars = {tid: encode_chars(char_vocab, text) for tid, text in titles.items()}
+    grams = {tid: encode_bigrams(bigram_vocab, text) for tid, text in titles.items()} \
+        if bigram_vocab is not None else None
+    starts = encoded["char_start"].astype(int).to_numpy()
+    ends = starts + encoded["text"].str.len().to_numpy()
+    tids = encoded["title_id"].astype(int).to_numpy()
+    return encoded.assign(
+        char_ids=[chars[t][s:e] for t, s, e in zip(tids, starts, ends, strict=True)],
+        bigram_ids=[grams[t][s:e] for t, s, e in zip(tids, starts, ends, strict=True)]
+        if grams is not None else None)
+
+
 def sequence_table(encoded: pd.DataFrame, column: str,
                    per_window: Callable[[str], list[list[int]]]) -> pd.DataFrame:
     """A per-character id-sequence table aligned with ``encoded`` (one row per window)."""
@@ -143,7 +176,16 @@ def model_sequences(model, encoded: pd.DataFrame) -> dict[str, pd.DataFrame]:
             model.glyph_vocab, spec.glyph["length"], spec.glyph["depth"]))
     if spec.lexicon:
         out["lexicon_ids"] = lexicon_table(model, encoded)
+    if spec.words:
+        out["word_ids"] = word_table(model, encoded)
     return out
+
+
+def word_table(model, encoded: pd.DataFrame) -> pd.DataFrame:
+    """SoftLexicon word-set ids per character of every window, from the model's own words."""
+    per_set = int(model.spec.words["per_set"])
+    return sequence_table(encoded, "word_ids",
+                          lambda text: model.word_matcher.features(text, per_set))
 
 
 def lexicon_table(model, encoded: pd.DataFrame) -> pd.DataFrame:

@@ -23,6 +23,8 @@ class Example:
     pinyin_ids: tuple[tuple[int, ...], ...] | None = None
     glyph_ids: tuple[tuple[int, ...], ...] | None = None
     lexicon_ids: tuple[tuple[int, ...], ...] | None = None
+    word_ids: tuple[tuple[int, ...], ...] | None = None
+    weight: float = 1.0  # of its span loss (pseudo-labelled titles: train.pseudo_weight)
 
     def __len__(self) -> int:
         return len(self.char_ids)
@@ -63,7 +65,7 @@ def sequential_batches(examples: Sequence[Example], batch_size: int) -> Iterator
         yield order[i : i + batch_size]
 
 
-SEQUENCE_FIELDS = ("pinyin_ids", "glyph_ids", "lexicon_ids")
+SEQUENCE_FIELDS = ("pinyin_ids", "glyph_ids", "lexicon_ids", "word_ids")
 
 
 class Collator:
@@ -106,6 +108,8 @@ class Collator:
                     labels[b, label, start + 1, end + 1] = True
         batch = {"input_ids": input_ids, "attention_mask": attention, "char_mask": char_mask,
                  **extra}
+        if with_labels and any(ex.weight != 1.0 for ex in examples):
+            batch["weight"] = torch.tensor([ex.weight for ex in examples], dtype=torch.float)
         if bigram_ids is not None:
             batch["bigram_ids"] = bigram_ids
         if labels is not None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from jd_ner.modeling.feature_layers import LayerFusion
+from jd_ner.modeling.lac import LacBiGRU
 
 
 @dataclass
@@ -34,6 +35,15 @@ class EncoderConfig:
     fusion_layers: int = 0  # > 0: mix the last k hidden layers (embeddings count as one)
     fusion: str = "softmax"  # softmax: learned per-token weights; mean: plain average
     pretrained_path: str | None = None  # kind=pretrained: where the weights came from
+    # scratch: random initial weights | pretrained: start from the `pretrain` pipeline's
+    # encoder (its architecture and vocabularies replace these settings)
+    init: str = "scratch"
+    # LAC-small (Baidu's lexical analyser in jieba): its pretrained character embeddings
+    # and BiGRU states, concatenated to ours before the BiLSTM (TagLM-style).
+    # off | frozen (fixed weights, no gradient) | finetune (trained, train.optim.lac_learning_rate)
+    lac: str = "off"
+    lac_layers: int = 1  # 1: the last BiGRU layer's states (256); 2: both layers' (512)
+    lac_vocab_size: int = 20941
     hf_config: dict = field(default_factory=dict)  # the HF config the encoder was built from
 
     def to_dict(self) -> dict:
@@ -121,28 +131,62 @@ class CharEncoder(nn.Module):
             )
         self.fusion = LayerFusion(width, cfg.fusion_layers, cfg.fusion) \
             if cfg.fusion_layers > 0 else None
+        self.width = width
+        self.lac = None
+        features = width
+        if cfg.lac != "off":
+            if cfg.lac not in ("frozen", "finetune"):
+                raise ValueError(f"model.encoder.lac must be off, frozen or finetune, got {cfg.lac!r}")
+            if not 1 <= cfg.lac_layers <= 2:
+                raise ValueError(f"model.encoder.lac_layers must be 1 or 2, got {cfg.lac_layers}")
+            self.lac = LacBiGRU(cfg.lac_vocab_size)
+            self.lac.requires_grad_(cfg.lac == "finetune")
+            # our character id -> LAC's (filled by the builder; saved with the weights)
+            self.register_buffer("lac_index", torch.zeros(vocab_size, dtype=torch.long))
+            self.pad_id = pad_id
+            features += cfg.lac_layers * self.lac.output_size
         self.lstm = None
         if cfg.lstm_hidden > 0:
-            self.lstm = BiLSTM(width, cfg.lstm_hidden, cfg.lstm_layers)
+            self.lstm = BiLSTM(features, cfg.lstm_hidden, cfg.lstm_layers)
             self.lstm_dropout = nn.Dropout(cfg.dropout)
-        self.output_size = 2 * cfg.lstm_hidden if self.lstm is not None else width
+        self.output_size = 2 * cfg.lstm_hidden if self.lstm is not None else features
 
     @property
     def num_hidden_layers(self) -> int:
         return self.transformer.config.num_hidden_layers
 
     def embed(self, input_ids: torch.Tensor, bigram_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Input embeddings (characters plus bigrams), before position embeddings."""
+        """Input embeddings (characters plus bigrams), before position embeddings; with LAC,
+        its states follow in the last channels (so mixup blends both alike)."""
         embeds = self.transformer.get_input_embeddings()(input_ids)
         if self.bigram is not None:
             embeds = embeds + self.bigram(bigram_ids)
+        if self.lac is not None:
+            embeds = torch.cat([embeds, self.lac_states(input_ids).to(embeds.dtype)], dim=-1)
         return embeds
+
+    def lac_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """LAC's BiGRU states (B, L, 256 * lac_layers) at each character; zeros at [CLS],
+        [SEP] and padding. LAC reads the characters alone, as it was trained to."""
+        lengths = (input_ids != self.pad_id).sum(dim=1) - 2  # [CLS] chars [SEP]
+        ids = self.lac_index[input_ids[:, 1:]]
+        train_it = self.cfg.lac == "finetune" and torch.is_grad_enabled()
+        # fp32: a recurrence over ~100 steps is where bf16 rounding would add up
+        with torch.set_grad_enabled(train_it), torch.autocast(input_ids.device.type, enabled=False):
+            layers = self.lac(ids, lengths, all_layers=True)
+        states = torch.cat(layers[-self.cfg.lac_layers:], dim=-1)
+        return nn.functional.pad(states, (0, 0, 1, 0))  # position 0 is [CLS]
 
     def encode(self, embeds: torch.Tensor, attention_mask: torch.Tensor, all_layers: bool = False):
         """Transformer (layer fusion, BiLSTM) over input embeddings -> (features, hidden states)."""
+        lac = None
+        if self.lac is not None:
+            embeds, lac = embeds[..., : self.width], embeds[..., self.width :]
         out = self.transformer(inputs_embeds=embeds, attention_mask=attention_mask,
                                output_hidden_states=all_layers or self.fusion is not None)
         h = out.last_hidden_state if self.fusion is None else self.fusion(out.hidden_states)
+        if lac is not None:
+            h = torch.cat([h, lac.to(h.dtype)], dim=-1)
         if self.lstm is not None:
             h = self.lstm_dropout(self.lstm(h, attention_mask.sum(-1)))
         return h, (out.hidden_states if all_layers else None)

@@ -91,3 +91,31 @@ class LexiconEmbedding(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids).sum(dim=2)
+
+
+class WordSetEmbedding(nn.Module):
+    """SoftLexicon: each of a character's B/M/E word sets becomes the frequency-weighted
+    mean of its words' embeddings (zero when empty); the three are concatenated and
+    projected to the encoder's width.
+
+    A word's weight is log(1 + its dictionary frequency), a fixed buffer saved with the
+    model (the paper weights by corpus counts; the log keeps a few very common words
+    from drowning the rest).
+    """
+
+    def __init__(self, frequencies: list[int], dim: int, width: int, per_set: int):
+        super().__init__()
+        self.per_set = per_set
+        self.embedding = nn.Embedding(len(frequencies) + 1, dim, padding_idx=0)
+        weights = torch.log1p(torch.tensor([0.0] + [float(f) for f in frequencies]))
+        self.register_buffer("weights", weights, persistent=False)
+        self.project = nn.Linear(3 * dim, width, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, L, 3 * per_set) -> (B, L, width)."""
+        batch, length, _ = ids.shape
+        ids = ids.view(batch, length, 3, self.per_set)
+        w = self.weights[ids]  # 0 for padding
+        vectors = self.embedding(ids)
+        mean = (w[..., None] * vectors).sum(dim=3) / w.sum(dim=3, keepdim=True).clamp_min(1e-6)
+        return self.project(mean.flatten(2))

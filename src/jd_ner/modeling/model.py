@@ -12,10 +12,15 @@ import torch
 from torch import nn
 
 from jd_ner.modeling.encoder import CharEncoder, EncoderConfig
-from jd_ner.modeling.feature_layers import LexiconEmbedding, PinyinGlyphFeatures
+from jd_ner.modeling.feature_layers import (
+    LexiconEmbedding,
+    PinyinGlyphFeatures,
+    WordSetEmbedding,
+)
 from jd_ner.modeling.heads import build_head
 from jd_ner.text.lexicon import LexiconMatcher
 from jd_ner.text.vocab import Vocab
+from jd_ner.text.words import WordMatcher
 
 FORMAT = "jd_ner.model/2"
 
@@ -46,6 +51,9 @@ class ModelSpec:
     # lexicon knowledge: {"entries": {string: {type: count}}, "per_char": n, "mode": m}
     # (None: off)
     lexicon: dict | None = None
+    # SoftLexicon word sets: {"words": [...], "frequencies": [...], "per_set": k, "dim": d}
+    # (None: off)
+    words: dict | None = None
     # training-only 1-type heads: name -> the type it finds (None: any entity)
     aux_heads: dict = field(default_factory=dict)
     # "train split" (dev selected the epoch; test held out), or "all labelled titles
@@ -97,6 +105,12 @@ class NerModel(nn.Module):
         if spec.lexicon:
             self.lexicon = LexiconEmbedding(LexiconMatcher.num_features(len(spec.labels)), width)
             self.lexicon_matcher = LexiconMatcher(spec.lexicon["entries"], spec.labels)
+        self.words = None
+        self.word_matcher = None
+        if spec.words:
+            self.words = WordSetEmbedding(spec.words["frequencies"], int(spec.words["dim"]),
+                                          self.encoder.width, int(spec.words["per_set"]))
+            self.word_matcher = WordMatcher(spec.words["words"])
         self.head = build_head(spec.head.kind, width, len(spec.labels), spec.head.head_size,
                                spec.head.rope)
         self.aux_heads = nn.ModuleDict({
@@ -111,7 +125,7 @@ class NerModel(nn.Module):
     def sequence_fields(self) -> tuple[str, ...]:
         """The per-character id-sequence inputs this model reads."""
         on = {"pinyin_ids": self.spec.pinyin, "glyph_ids": self.spec.glyph,
-              "lexicon_ids": self.spec.lexicon}
+              "lexicon_ids": self.spec.lexicon, "word_ids": self.spec.words}
         return tuple(name for name, setting in on.items() if setting)
 
     def features(self, batch: dict[str, torch.Tensor], mixer=None) -> torch.Tensor:
@@ -124,6 +138,9 @@ class NerModel(nn.Module):
         at_input = mixer is not None and mixer.layer == "embeddings"
         mask = batch["attention_mask"]
         embeds = self.encoder.embed(batch["input_ids"], batch.get("bigram_ids"))
+        if self.words is not None:  # into the character channels (LAC's states follow them)
+            words = self.words(batch["word_ids"])
+            embeds = embeds + nn.functional.pad(words, (0, embeds.shape[-1] - words.shape[-1]))
         if at_input:
             embeds, mask = mixer(embeds), mixer.union(mask)
         h, _ = self.encoder.encode(embeds, mask)

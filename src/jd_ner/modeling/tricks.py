@@ -121,20 +121,25 @@ class Objective:
     def two_views(self) -> bool:
         return self.cfg["rdrop"]["enabled"] or self.cfg["simcse"]["enabled"]
 
-    def span_loss(self, scores: torch.Tensor, labels: torch.Tensor,
-                  valid: torch.Tensor) -> torch.Tensor:
+    def span_loss(self, scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over (sample, type); with ``weight`` (B,), each sample's terms scaled by it
+        (pseudo-labelled titles count less than gold ones), still divided by B x T."""
         eps = float(self.cfg["label_smoothing"])
+        reduction = "mean" if weight is None else "none"
         if eps > 0:
-            return soft_label_gp_loss(scores, labels, valid, eps)
-        return multilabel_gp_loss(scores, labels, valid)
+            loss = soft_label_gp_loss(scores, labels, valid, eps, reduction)
+        else:
+            loss = multilabel_gp_loss(scores, labels, valid, reduction)
+        return loss if weight is None else (loss * weight[:, None]).mean()
 
     def mixed_loss(self, scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
-                   mixer: Mixer | None) -> torch.Tensor:
+                   mixer: Mixer | None, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The span loss; for a mixed batch lambda * L(y) + (1 - lambda) * L(y_perm)."""
         if mixer is None:
-            return self.span_loss(scores, labels, valid)
-        return mixer.lam * self.span_loss(scores, labels, valid) + (
-            1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid)
+            return self.span_loss(scores, labels, valid, weight)
+        return mixer.lam * self.span_loss(scores, labels, valid, weight) + (
+            1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid, weight)
 
     def sample_mixer(self, batch_size: int, views: int, device) -> Mixer | None:
         """A mixer for this batch with probability ``mixup.probability``, else None.
@@ -152,7 +157,7 @@ class Objective:
         return Mixer(lam, perm.to(device), mix["layer"])
 
     def head_loss(self, model: NerModel, h: torch.Tensor, labels: torch.Tensor,
-                  valid: torch.Tensor, mixer: Mixer | None):
+                  valid: torch.Tensor, mixer: Mixer | None, weight: torch.Tensor | None = None):
         """Scores of the (first) dropout sample and the loss averaged over all samples."""
         msd = self.cfg["multisample_dropout"]
         samples = int(msd["samples"]) if msd["enabled"] else 1
@@ -160,7 +165,7 @@ class Objective:
         first, total = None, 0.0
         for _ in range(samples):
             scores = model.head(F.dropout(h, p, training=True) if p > 0 else h)
-            total = total + self.mixed_loss(scores, labels, valid, mixer)
+            total = total + self.mixed_loss(scores, labels, valid, mixer, weight)
             first = scores if first is None else first
         return first, total / samples
 
@@ -172,7 +177,10 @@ class Objective:
         char_mask = batch["char_mask"] if mixer is None else mixer.union(batch["char_mask"])
         valid = valid_cells(char_mask)
         h = model.features(batch, mixer)
-        scores, main = self.head_loss(model, h, batch["labels"], valid, mixer)
+        weight = batch.get("weight")
+        if weight is not None and bool((weight == 1).all()):
+            weight = None  # all gold: the plain mean, bit for bit
+        scores, main = self.head_loss(model, h, batch["labels"], valid, mixer, weight)
         tasks, weights = {"main": main}, {"main": 1.0}
         for name, labels in self.aux_labels(batch["labels"]).items():
             tasks[name] = self.mixed_loss(model.aux_heads[name](h), labels, valid, mixer)

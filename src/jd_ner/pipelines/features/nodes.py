@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from jd_ner.encoding import encode_titles, glyph_ids, pinyin_ids, sequence_table, spans_of
+from jd_ner.lac_files import jieba_dictionary
 from jd_ner.metrics import type_sort_key
 from jd_ner.text.char_features import build_sequence_vocab, glyph_sequences, pinyin_sequences
 from jd_ner.text.lexicon import build_lexicon, fold_of_titles
@@ -18,6 +19,7 @@ from jd_ner.text.vocab import (
     build_char_vocab,
     char_vocab_from_tokenizer_vocab,
 )
+from jd_ner.text.words import build_word_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,16 @@ def build_bigram_vocabulary(train: pd.DataFrame, params: dict) -> dict:
     vocab = build_bigram_vocab(train["text"], int(params["bigram_min_count"]))
     logger.info("bigram vocabulary: %d tokens", len(vocab))
     return vocab.to_dict()
+
+
+def build_word_vocabulary(train: pd.DataFrame, params: dict) -> dict:
+    """jieba dictionary words found in the train split, for SoftLexicon word sets
+    (``train.model.words``); each with its dictionary frequency."""
+    vocab = build_word_vocab(train["text"], jieba_dictionary(), int(params["word_min_length"]),
+                             int(params["word_max_length"]))
+    logger.info("word vocabulary: %d jieba dictionary words occur in the train split",
+                len(vocab["words"]))
+    return vocab
 
 
 def build_label_schema(train: pd.DataFrame, dev: pd.DataFrame, test: pd.DataFrame) -> dict:

@@ -9,6 +9,7 @@ from .nodes import (
     build_label_schema,
     build_model_input,
     build_pinyin_vocabulary,
+    build_word_vocabulary,
     encode_split,
 )
 
@@ -26,6 +27,8 @@ def create_pipeline(**kwargs) -> Pipeline:
              name="build_pinyin_vocabulary"),
         node(build_glyph_vocabulary, ["train_titles", "params:features"], "glyph_vocab",
              name="build_glyph_vocabulary"),
+        node(build_word_vocabulary, ["train_titles", "params:features"], "word_vocab",
+             name="build_word_vocabulary"),
         node(build_entity_lexicon, ["train_titles", "params:features"], "entity_lexicon",
              name="build_entity_lexicon"),
         node(build_entity_lexicon_folds, ["train_titles", "params:features"],

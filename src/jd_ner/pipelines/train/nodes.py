@@ -6,18 +6,28 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from jd_ner.checkpoints import CheckpointStore
 from jd_ner.config import resolve_trick
-from jd_ner.encoding import examples_from_frame, gold_entities, lexicon_table
+from jd_ner.encoding import (
+    examples_for_model,
+    examples_from_frame,
+    gold_entities,
+    lexicon_table,
+    with_model_vocabularies,
+    word_table,
+)
 from jd_ner.evaluation import flat_entities, raw_entities
+from jd_ner.lac_files import attach_lac
 from jd_ner.metrics import micro_prf
 from jd_ner.modeling.encoder import EncoderConfig
 from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
+from jd_ner.modeling.pretraining import PretrainedEncoder
 from jd_ner.modeling.training import TrainConfig, fit, resolve_device, seed_everything
 from jd_ner.modeling.tricks import build_objective
 from jd_ner.text.lexicon import LexiconMatcher, select_entries
@@ -44,15 +54,35 @@ def _load_pretrained(path: str):
 
 def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab: dict,
                 glyph_vocab: dict, entity_lexicon: dict, label_schema: dict, features: dict,
-                pretrained_encoder: str | None) -> NerModel:
+                pretrained_encoder: str | None,
+                char_encoder: PretrainedEncoder | None = None,
+                word_vocab: dict | None = None) -> NerModel:
     """A fresh model from the resolved configuration and the features' vocabularies.
 
     The model keeps what it needs to read new titles: vocabularies, window size, the
     pinyin/glyph settings and, with the lexicon on, the lexicon entries of its mode.
+    With ``model.encoder.init: pretrained`` the character encoder (its architecture,
+    vocabularies and weights) is the ``pretrain`` pipeline's ``char_encoder``.
     """
     model_cfg, objective = config["model"], config["objective"]
     encoder = EncoderConfig(**model_cfg["encoder"])
     transformer = None
+    if encoder.init not in ("scratch", "pretrained"):
+        raise ValueError(f"train.model.encoder.init must be scratch or pretrained, got {encoder.init!r}")
+    if encoder.init == "pretrained":
+        if pretrained_encoder:
+            raise ValueError("pretrained_encoder (a Hugging Face folder) and "
+                             "train.model.encoder.init=pretrained (the pretrain pipeline's "
+                             "encoder) exclude each other: choose one")
+        if char_encoder is None:
+            raise ValueError("train.model.encoder.init=pretrained needs a pretrained character "
+                             "encoder: run `kedro run --pipelines=pretrain` first")
+        if (encoder.lac, encoder.lac_layers) != (char_encoder.encoder.lac, char_encoder.encoder.lac_layers):
+            logger.warning("model.encoder.lac=%s: the pretrained encoder was built with lac=%s, "
+                           "which is kept", encoder.lac, char_encoder.encoder.lac)
+        encoder = replace(char_encoder.encoder, init="pretrained", dropout=encoder.dropout)
+        char_vocab, bigram_vocab = char_encoder.char_vocab, char_encoder.bigram_vocab
+        logger.info("character encoder from pretraining: %s", char_encoder.info.get("summary", ""))
     if pretrained_encoder:
         encoder.kind, encoder.pretrained_path = "pretrained", str(pretrained_encoder)
         transformer = _load_pretrained(str(pretrained_encoder))
@@ -67,6 +97,12 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab
         lexicon = {"mode": lex["mode"], "per_char": int(lex["per_char"]),
                    "rare_max_count": int(lex["rare_max_count"]),
                    "entries": select_entries(entity_lexicon, lex["mode"], int(lex["rare_max_count"]))}
+    words = None
+    if model_cfg.get("words", {}).get("enabled"):
+        if not word_vocab:
+            raise ValueError("train.model.words needs the features pipeline's word_vocab")
+        words = {"words": list(word_vocab["words"]), "frequencies": list(word_vocab["frequencies"]),
+                 "per_set": int(model_cfg["words"]["per_set"]), "dim": int(model_cfg["words"]["dim"])}
     aux = {}
     if objective["boundary"]["enabled"]:
         aux["boundary"] = None
@@ -87,7 +123,7 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab
         pinyin=pinyin, glyph=glyph,
         pinyin_vocab=pinyin_vocab if pinyin else None,
         glyph_vocab=glyph_vocab if glyph else None,
-        lexicon=lexicon, aux_heads=aux,
+        lexicon=lexicon, words=words, aux_heads=aux,
     )
     limit = transformer.config.max_position_embeddings if transformer is not None \
         else encoder.max_positions
@@ -96,6 +132,14 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab
                          f"encoder's {limit} positions")
     seed_everything(int(config["optim"]["seed"]))  # weight initialisation depends on the seed
     model = NerModel(spec, transformer=transformer)
+    if encoder.init == "pretrained":
+        model.encoder.load_state_dict(char_encoder.state)
+    elif encoder.lac != "off":
+        report = attach_lac(model.encoder, model.char_vocab)
+        logger.info("LAC-small (%s): %d of %d vocabulary characters unknown to it (e.g. %s)",
+                    encoder.lac, report["unknown_to_lac"], report["vocabulary"],
+                    "".join(report["unknown_examples"][:10]))
+        log_metrics({"lac_unknown_characters": report["unknown_to_lac"]})
     n_params = sum(p.numel() for p in model.parameters())
     head_params = sum(p.numel() for p in model.head.parameters())
     logger.info("model: %d parameters (%d in the %s head)", n_params, head_params, spec.head.kind)
@@ -142,9 +186,20 @@ def train_lexicon_table(model: NerModel, train_input: pd.DataFrame, folds: dict)
                          "char_start": train_input["char_start"].to_numpy(), "lexicon_ids": values})
 
 
+def pseudo_examples(model: NerModel, titles: pd.DataFrame, weight: float,
+                    first_id: int) -> list:
+    """Pseudo-labelled titles as training examples of the given loss weight, numbered
+    after the train split's titles."""
+    if not 0.0 < weight:
+        raise ValueError(f"train.pseudo_labels.weight must be positive, got {weight}")
+    titles = titles.assign(title_id=range(first_id, first_id + len(titles)))
+    return [replace(example, weight=weight) for example in examples_for_model(model, titles)]
+
+
 def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
                 lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
-                checkpoints: CheckpointStore) -> tuple[NerModel, pd.DataFrame]:
+                checkpoints: CheckpointStore,
+                pseudo_titles: pd.DataFrame | None = None) -> tuple[NerModel, pd.DataFrame]:
     """Train, evaluating flat-BIO entity F1 on dev after each epoch; keep the best epoch.
 
     Per-epoch metrics go to MLflow as they come, so a long run can be watched. The run
@@ -153,16 +208,38 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     nothing is selected: the model of the last epoch is kept and marked unevaluated.
     """
     optim = TrainConfig(**config["optim"])
-    fields = [name for name in model.sequence_fields if name != "lexicon_ids"]
-    train = examples_from_frame(train_input, **dict.fromkeys(fields, train_input),
-                                **({"lexicon_ids": train_lexicon_table(model, train_input, lexicon_folds)}
-                                   if model.spec.lexicon else {}))
+    train_input, dev_input = (with_model_vocabularies(frame, model.char_vocab, model.bigram_vocab)
+                              for frame in (train_input, dev_input))
+
+    def sequences(frame: pd.DataFrame, lexicon) -> dict[str, pd.DataFrame]:
+        # pinyin and glyph ids are columns of the model input; the lexicon and word matches
+        # depend on the model's own lexicon and words, so they are matched here
+        out = {name: frame for name in model.sequence_fields
+               if name not in ("lexicon_ids", "word_ids")}
+        if model.spec.lexicon:
+            out["lexicon_ids"] = lexicon(frame)
+        if model.spec.words:
+            out["word_ids"] = word_table(model, frame)
+        return out
+
+    train = examples_from_frame(train_input, **sequences(
+        train_input, lambda frame: train_lexicon_table(model, frame, lexicon_folds)))
+    pseudo = config.get("pseudo_labels") or {}
+    if pseudo.get("enabled"):
+        if pseudo_titles is None or pseudo_titles.empty:
+            raise ValueError("train.pseudo_labels is on but there are no pseudo-labelled titles: "
+                             "run `kedro run --pipelines=pseudo_label` first")
+        train += pseudo_examples(model, pseudo_titles, float(pseudo["weight"]),
+                                 first_id=int(train_input["title_id"].max()) + 1)
+        logger.info("self-training: %d gold + %d pseudo-labelled titles (weight %.2f)",
+                    train_input["title_id"].nunique(), len(pseudo_titles), float(pseudo["weight"]))
+    else:
+        pseudo_titles = None
     final_fit = dev_titles.empty
     evaluate = None
     if not final_fit:
-        dev = examples_from_frame(dev_input, **dict.fromkeys(fields, dev_input),
-                                  **({"lexicon_ids": lexicon_table(model, dev_input)}
-                                     if model.spec.lexicon else {}))
+        dev = examples_from_frame(dev_input, **sequences(
+            dev_input, lambda frame: lexicon_table(model, frame)))
         gold = gold_entities(dev_titles)
         texts = dict(zip(dev_titles["title_id"].astype(int), dev_titles["text"], strict=True))
         labels = model.labels
@@ -178,19 +255,23 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
                     "dev_titles_per_s": len(dev_titles) / seconds}
     else:
         model.spec.trained_on = "all labelled titles (final_fit; unevaluated)"
-        logger.warning("final_fit: no dev split, so no epoch is selected: training %d epochs "
-                       "on all labelled titles and keeping the last", optim.epochs)
+        logger.warning("final_fit: no dev split, so no epoch is selected: training %s epochs "
+                       "on all labelled titles and keeping the last (set train.optim.epochs to "
+                       "an evaluated run's best_epoch)", optim.epochs)
 
     objective = build_objective(config["objective"], model)
-    key = run_key(config, [train_input, dev_input], model.spec.to_dict(), decode)
+    key = run_key(config, [train_input, dev_input, *([pseudo_titles] if pseudo_titles is not None
+                                                    else [])], model.spec.to_dict(), decode)
     store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
     started = time.perf_counter()
     result = fit(model, train, optim, objective, evaluate,
                  on_epoch_end=lambda rec: log_metrics(rec, step=rec["epoch"]), checkpoints=store)
     minutes = (time.perf_counter() - started) / 60
     log_metrics({"best_dev_f1": result.best_score, "best_epoch": result.best_epoch,
+                 "planned_epochs": result.planned_epochs, "stopped_early": int(result.stopped_early),
                  "train_minutes": minutes})
     logger.info("%s (%.1f min%s)", f"best dev F1 {result.best_score:.4f} at epoch {result.best_epoch}"
+                f" of {len(result.history)} (planned {result.planned_epochs})"
                 if not final_fit else f"final fit: kept epoch {result.best_epoch}", minutes,
                 f", resumed from {result.resumed_from}" if result.resumed_from else "")
     return model, pd.DataFrame(result.history)

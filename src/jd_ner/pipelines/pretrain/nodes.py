@@ -1,0 +1,106 @@
+"""Unlabelled titles -> a character encoder pretrained on them (masked characters)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+import pandas as pd
+
+from jd_ner.checkpoints import CheckpointStore
+from jd_ner.encoding import encode_titles, examples_from_frame, titles_frame
+from jd_ner.lac_files import attach_lac
+from jd_ner.modeling.encoder import EncoderConfig
+from jd_ner.modeling.pretraining import MaskedCharModel, PretrainedEncoder, masked_char_objective
+from jd_ner.modeling.training import TrainConfig, fit, seed_everything
+from jd_ner.pipelines.ingest.nodes import parse_test_titles
+from jd_ner.text.bio import RawFile
+from jd_ner.text.vocab import build_bigram_vocab, build_char_vocab
+from jd_ner.tracking import log_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def collect_unlabelled_titles(raw_files: list[RawFile], train: pd.DataFrame, dev: pd.DataFrame,
+                              test: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The titles to pretrain on: every title of the unlabelled files plus the train split's,
+    each text once, **without any dev or test title of the split** (they judge the model,
+    so it must not have read them, even unlabelled).
+
+    ``line`` is the title's line in its file (0 for a train-split title); the report says
+    how many titles each source gave and how many were dropped, and why.
+    """
+    held_out = set(dev["text"]) | set(test["text"])
+    seen: set[str] = set()
+    rows, report = [], {"sources": [], "held_out_titles_excluded": 0, "duplicates": 0}
+    sources = [(raw.path, parse_test_titles(raw)) for raw in raw_files]
+    sources.append(("train split", train.assign(line=0)))
+    for name, frame in sources:
+        kept = 0
+        for text, line in zip(frame["text"], frame["line"], strict=True):
+            if text in held_out:
+                report["held_out_titles_excluded"] += 1
+            elif text in seen:
+                report["duplicates"] += 1
+            else:
+                seen.add(text)
+                rows.append({"title_id": len(rows), "text": text, "spans": "[]", "line": int(line)})
+                kept += 1
+        report["sources"].append({"source": name, "titles": len(frame), "kept": kept})
+        logger.info("unlabelled titles from %s: %d read, %d kept", name, len(frame), kept)
+    if not rows:
+        raise ValueError("no unlabelled titles to pretrain on")
+    report["titles"] = len(rows)
+    logger.info("pretraining on %d distinct titles (%d dev/test titles of the split excluded, "
+                "%d duplicates)", len(rows), report["held_out_titles_excluded"], report["duplicates"])
+    return titles_frame(rows), report
+
+
+def pretrain_char_encoder(unlabelled: pd.DataFrame, train: dict, params: dict, features: dict,
+                          checkpoints: CheckpointStore) -> tuple[PretrainedEncoder, pd.DataFrame]:
+    """Masked-character pretraining of the encoder that ``train.model.encoder`` describes.
+
+    Its vocabularies are built from the unlabelled titles (so characters and bigrams that
+    the train split lacks get pretrained embeddings too) and travel with it. Checkpointed
+    and resumable like training.
+    """
+    cfg = EncoderConfig(**{**train["model"]["encoder"], "init": "scratch"})
+    texts = unlabelled["text"]
+    char_vocab = build_char_vocab(texts, int(params["char_min_count"]))
+    bigram_vocab = build_bigram_vocab(texts, int(params["bigram_min_count"])) \
+        if cfg.bigram_dim > 0 else None
+    encoded = encode_titles(unlabelled, char_vocab, bigram_vocab, [], int(features["max_chars"]),
+                            int(features["window_stride"]))
+    examples = examples_from_frame(encoded)
+    optim = TrainConfig(**params["optim"])
+    seed_everything(optim.seed)
+    model = MaskedCharModel(cfg, char_vocab.to_dict(),
+                            bigram_vocab.to_dict() if bigram_vocab else None)
+    if cfg.lac != "off":
+        report = attach_lac(model.encoder, model.char_vocab)
+        logger.info("LAC-small (%s): %d of %d vocabulary characters unknown to it",
+                    cfg.lac, report["unknown_to_lac"], report["vocabulary"])
+    objective = masked_char_objective(float(params["mask_probability"]))
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), params, features["max_chars"],
+                                     features["window_stride"]], sort_keys=True, default=str)
+                         .encode() + "\n".join(texts).encode()).hexdigest()[:16]
+    store = checkpoints.for_run(f"pretrain-{key}", optim.checkpoint_every, optim.resume)
+    started = time.perf_counter()
+    result = fit(model, examples, optim, objective, None,
+                 on_epoch_end=lambda rec: log_metrics(
+                     {f"pretrain_{k}": v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
+                 checkpoints=store)
+    minutes = (time.perf_counter() - started) / 60
+    last = result.history[-1]
+    info = {"titles": len(unlabelled), "windows": len(examples), "epochs": len(result.history),
+            "minutes": round(minutes, 2), "mask_probability": float(params["mask_probability"]),
+            "final_loss": last["train_loss"], "final_masked_accuracy": last["masked_accuracy"],
+            "char_vocab_size": len(char_vocab),
+            "bigram_vocab_size": len(bigram_vocab) if bigram_vocab else 0}
+    info["summary"] = (f"{info['titles']} titles, {info['epochs']} epochs, masked-character "
+                       f"accuracy {info['final_masked_accuracy']:.3f}")
+    log_metrics({"pretrain_minutes": minutes, "pretrain_titles": len(unlabelled)})
+    logger.info("pretrained the character encoder: %s (%.1f min)", info["summary"], minutes)
+    return model.pretrained(info), pd.DataFrame(result.history)

@@ -1,0 +1,19 @@
+from kedro.pipeline import Pipeline, node
+
+from .nodes import collect_unlabelled_titles, pretrain_char_encoder
+
+
+def unlabelled_pipeline() -> Pipeline:
+    """The unlabelled titles (also what the pseudo_label pipeline labels)."""
+    return Pipeline([
+        node(collect_unlabelled_titles, ["raw_unlabelled", "train_titles", "dev_titles", "test_titles"],
+             ["unlabelled_titles", "unlabelled_report"], name="collect_unlabelled_titles"),
+    ])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return unlabelled_pipeline() + Pipeline([
+        node(pretrain_char_encoder, ["unlabelled_titles", "params:train", "params:pretrain",
+                                     "params:features", "training_checkpoints"],
+             ["char_encoder", "pretrain_history"], name="pretrain_char_encoder"),
+    ])

@@ -76,10 +76,11 @@ def split_variant(label: str) -> tuple[str, list[str]]:
 
 def run_one(args: argparse.Namespace) -> dict:
     """One trick and seed: train on the train split, select on dev, score test once."""
+    import pandas as pd
     import torch
 
     from jd_ner.checkpoints import CheckpointStore
-    from jd_ner.encoder_files import load_pretrained_encoder
+    from jd_ner.encoder_files import SavedEncoder
     from jd_ner.evaluation import per_title_counts
     from jd_ner.pipelines.evaluate.nodes import decoded_entities, predict_titles, score_titles
     from jd_ner.pipelines.features import nodes as features
@@ -122,15 +123,16 @@ def run_one(args: argparse.Namespace) -> dict:
     for name, frame in (("train", train), ("dev", dev)):
         encoded = features.encode_split(frame, cv, bv, schema, fp)
         inputs[name] = features.build_model_input(encoded, pv, gv, fp) if char_features else encoded
-    char_encoder = load_pretrained_encoder(args.char_encoder) if args.char_encoder else None
+    char_encoder = SavedEncoder(args.char_encoder) if args.char_encoder else None
     words = features.build_word_vocabulary(train, fp) \
         if config["model"]["words"]["enabled"] else None
     model = build_model(config, cv, bv, pv, gv, lexicon, schema, fp, pretrained, char_encoder,
                         words)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        pseudo = pd.read_parquet(args.pseudo_titles) if args.pseudo_titles else None
         model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev, config,
-                                     params["decode"], CheckpointStore(tmp))
+                                     params["decode"], CheckpointStore(tmp), pseudo)
     train_minutes = (time.perf_counter() - started) / 60
     out = {"trick": args.trick, "seed": args.seed,
            "parameters": sum(p.numel() for p in model.parameters()),
@@ -225,6 +227,9 @@ def main() -> None:
     parser.add_argument("--char-encoder", type=Path,
                         help="a pretrained character encoder folder (data/06_models/char_encoder/"
                              "<version>/char_encoder) for tricks with model.encoder.init=pretrained")
+    parser.add_argument("--pseudo-titles", type=Path,
+                        help="a pseudo_label run's titles (data/03_primary/pseudo_titles.parquet/"
+                             "<version>/pseudo_titles.parquet) for tricks with train.pseudo_labels")
     parser.add_argument("--conf", type=Path, default=ROOT / "conf")
     parser.add_argument("--json", type=Path, help="write the runs and the table here")
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: one run
@@ -249,6 +254,7 @@ def main() -> None:
     passthrough = ["--train-file", str(args.train_file), "--conf", str(args.conf),
                    "--threads", str(args.threads), *(["--device", args.device] if args.device else []),
                    *(["--char-encoder", str(args.char_encoder)] if args.char_encoder else []),
+                   *(["--pseudo-titles", str(args.pseudo_titles)] if args.pseudo_titles else []),
                    *[f"--set={item}" for item in args.params or []]]
 
     lock = threading.Lock()

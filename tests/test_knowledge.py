@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from jd_ner.checkpoints import CheckpointStore
+from jd_ner.encoder_files import texts_digest
 from jd_ner.encoding import encode_titles, titles_frame, with_model_vocabularies
 from jd_ner.modeling.batching import Collator, Example
 from jd_ner.modeling.encoder import EncoderConfig
@@ -19,6 +20,7 @@ from jd_ner.modeling.pretraining import (
     choose_masks,
     corrupt,
     masked_char_objective,
+    weights_digest,
 )
 from jd_ner.pipelines.pretrain.nodes import collect_unlabelled_titles, pretrain_char_encoder
 from jd_ner.pipelines.train.nodes import build_model
@@ -118,12 +120,38 @@ def test_pretraining_learns_to_restore_characters(tmp_path):
               "optim": {"epochs": 12, "batch_size": 16, "learning_rate": 1e-2, "amp": False,
                         "progress": False, "device": "cpu", "resume": "never"}}
     train = {"model": {"encoder": TINY_MODEL["encoder"]}}
-    encoder, history = pretrain_char_encoder(unlabelled, train, params, tiny_features(),
+    split = titles(["小米手机壳"])
+    encoder, history = pretrain_char_encoder(unlabelled, split, train, params, tiny_features(),
                                              CheckpointStore(str(tmp_path)))
     assert history["masked_accuracy"].iloc[-1] > 0.6 > history["masked_accuracy"].iloc[0]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert encoder.info["titles"] == 80 and encoder.encoder.init == "scratch"
     assert "小" in encoder.char_vocab["tokens"] and "米手" in encoder.bigram_vocab["tokens"]
+    assert encoder.info["train_split"] == texts_digest(["小米手机壳"])
+    assert encoder.info["weights_sha256"] == weights_digest(encoder.state)
+
+
+def test_the_pretraining_checkpoint_key_ignores_run_control_only(tmp_path):
+    keys = []
+
+    class Store:
+        def for_run(self, key, every, resume):
+            keys.append(key)
+            return CheckpointStore(str(tmp_path)).for_run(key, every, "never")
+
+    def key_of(**changes):
+        optim = {"epochs": 1, "batch_size": 8, "amp": False, "progress": False, "device": "cpu",
+                 "resume": "auto", **changes}
+        params = {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2,
+                  "optim": optim}
+        pretrain_char_encoder(titles(TEXTS), titles(TEXTS[:1]),
+                              {"model": {"encoder": TINY_MODEL["encoder"]}}, params,
+                              tiny_features(), Store())
+        return keys[-1]
+
+    plain = key_of()
+    assert key_of(resume="required", progress=True, threads=1, checkpoint_every=7) == plain
+    assert key_of(learning_rate=0.5) != plain and key_of(seed=3) != plain
 
 
 # --- the unlabelled titles -------------------------------------------------------------------
@@ -151,10 +179,22 @@ def pretrained_encoder(texts=TEXTS):
     return model.pretrained({"summary": "test"})
 
 
+class Saved:
+    """Stands for a saved encoder folder (``jd_ner.encoder_files.SavedEncoder``)."""
+
+    def __init__(self, encoder):
+        self.encoder, self.loads = encoder, 0
+
+    def load(self):
+        self.loads += 1
+        return self.encoder
+
+
 def build(config, char_encoder=None, texts=("小米",)):
     cv, bv = build_char_vocab(texts).to_dict(), build_bigram_vocab(texts, 1).to_dict()
     schema = {"labels": ["1", "4"]}
-    return build_model(config, cv, bv, {}, {}, {}, schema, tiny_features(), None, char_encoder)
+    saved = Saved(char_encoder) if char_encoder is not None else None
+    return build_model(config, cv, bv, {}, {}, {}, schema, tiny_features(), None, saved)
 
 
 def test_a_model_built_on_the_pretrained_encoder_starts_from_its_weights_and_vocabularies():
@@ -172,6 +212,36 @@ def test_a_model_built_on_the_pretrained_encoder_starts_from_its_weights_and_voc
         build(config, None)
     scratch = build(tiny_config(), pretrained)  # init: scratch ignores it
     assert scratch.spec.char_vocab != pretrained.char_vocab
+    unread = Saved(None)  # a scratch run never reads the folder (a broken one cannot stop it)
+    build_model(tiny_config(), pretrained.char_vocab, pretrained.bigram_vocab, {}, {}, {},
+                {"labels": ["1"]}, tiny_features(), None, unread)
+    assert unread.loads == 0
+    other = tiny_config("pretrained+lac")
+    with pytest.raises(ValueError, match=r"another architecture .*lac: 'frozen', 'off'"):
+        build(other, pretrained)
+    bigger = tiny_config("pretrained")
+    bigger["model"]["encoder"]["lstm_hidden"] = 64
+    with pytest.raises(ValueError, match="lstm_hidden: 64, 16"):
+        build(bigger, pretrained)
+
+
+def test_training_refuses_a_pretrained_encoder_or_pseudo_labels_made_for_another_split(tmp_path):
+    from jd_ner.pipelines.train.nodes import train_model
+
+    pretrained = pretrained_encoder()
+    pretrained.info["train_split"] = texts_digest(["another split's title"])
+    model = build(tiny_config("pretrained"), pretrained)
+    frame = titles(["小米手机壳", "华为充电器"])
+    encoded = encode_titles(frame, model.char_vocab, model.bigram_vocab, [], 30, 20)
+    config = tiny_config("pretrained")
+    with pytest.raises(ValueError, match="made for another train split"):
+        train_model(model, encoded, encoded, {"folds": []}, frame, config, {},
+                    CheckpointStore(str(tmp_path)))
+    model = build(tiny_config())
+    pseudo = titles(["苹果数据线"]).assign(train_split=texts_digest(["another split's title"]))
+    with pytest.raises(ValueError, match="pseudo-labelled titles were made for another"):
+        train_model(model, encoded, encoded, {"folds": []}, frame, tiny_config("pseudo"), {},
+                    CheckpointStore(str(tmp_path)), pseudo)
 
 
 def test_windows_are_re_read_with_the_model_vocabularies_across_window_cuts():
@@ -200,15 +270,16 @@ def test_pretrained_encoder_dataset_is_none_until_saved_then_round_trips(tmp_pat
     assert dataset().load() is None
     pretrained = pretrained_encoder()
     dataset().save(pretrained)
-    loaded = dataset().load()
+    loaded = dataset().load().load()  # the dataset hands over the folder; reading is explicit
     assert loaded.char_vocab == pretrained.char_vocab and loaded.info == {"summary": "test"}
     assert all(torch.equal(loaded.state[k], v) for k, v in pretrained.state.items())
     folder = next((tmp_path / "enc").iterdir()) / "enc"
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config["format"] = "jd_ner.encoder/0"
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    with pytest.raises(Exception, match="pretrain it again"):
-        dataset().load()
+    saved = dataset().load()  # a broken folder does not fail the load ...
+    with pytest.raises(ValueError, match="pretrain it again"):
+        saved.load()  # ... only reading it, in a run that starts from it
 
 
 # --- LAC-small inside the model ---------------------------------------------------------------
@@ -477,3 +548,21 @@ def test_collator_passes_weights_only_when_a_title_is_not_gold():
     assert "weight" not in collate([gold, gold])
     assert collate([gold, pseudo])["weight"].tolist() == [1.0, 0.25]
     assert "weight" not in collate([gold, pseudo], with_labels=False)
+
+
+def test_mixup_weights_each_label_set_by_its_own_title():
+    from jd_ner.modeling.losses import multilabel_gp_loss
+    from jd_ner.modeling.tricks import Mixer, Objective
+
+    torch.manual_seed(4)
+    scores = torch.randn(3, 2, 5, 5)
+    labels = torch.rand(3, 2, 5, 5) > 0.9
+    valid = torch.ones(5, 5, dtype=torch.bool).triu()[None, None]
+    weight = torch.tensor([1.0, 0.25, 0.5])
+    perm = torch.tensor([2, 0, 1])
+    mixed = Objective({}).mixed_loss(scores, labels, valid, Mixer(0.7, perm, "encoder"), weight)
+    own = multilabel_gp_loss(scores, labels, valid, reduction="none").sum(1)
+    partner = multilabel_gp_loss(scores, labels[perm], valid, reduction="none").sum(1)
+    expected = sum(0.7 * weight[b] * own[b] + 0.3 * weight[perm[b]] * partner[b]
+                   for b in range(3)) / 6
+    assert mixed.item() == pytest.approx(float(expected), rel=1e-6)

@@ -18,7 +18,7 @@ from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Ve
 
 from jd_ner.checkpoints import CheckpointStore
 from jd_ner.encoder_files import CONFIG as ENCODER_CONFIG
-from jd_ner.encoder_files import load_pretrained_encoder, save_pretrained_encoder
+from jd_ner.encoder_files import SavedEncoder, save_pretrained_encoder
 from jd_ner.text.bio import RawFile
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -79,8 +79,9 @@ class RawFilesDataset(AbstractDataset[None, list]):
 class PretrainedEncoderDataset(AbstractVersionedDataset[Any, Any]):
     """A versioned pretrained character encoder folder (``jd_ner.encoder_files``).
 
-    Loads as ``None`` while nothing has been pretrained: a model that does not start from
-    it (``train.model.encoder.init: scratch``) needs none, and one that does says so.
+    Loads as a :class:`~jd_ner.encoder_files.SavedEncoder` (read when a model starts from
+    it), or ``None`` while nothing has been pretrained: a model that does not start from it
+    (``train.model.encoder.init: scratch``) needs none, and one that does says so.
     """
 
     def __init__(self, filepath: str, version: Version | None = None,
@@ -95,12 +96,7 @@ class PretrainedEncoderDataset(AbstractVersionedDataset[Any, Any]):
             if self._version is not None and self._version.load:
                 raise
             return None
-        if not directory.exists():
-            return None
-        try:
-            return load_pretrained_encoder(directory)
-        except ValueError as err:
-            raise DatasetError(str(err)) from None
+        return SavedEncoder(directory) if directory.exists() else None
 
     def save(self, encoder) -> None:
         save_pretrained_encoder(encoder, self._get_save_path())

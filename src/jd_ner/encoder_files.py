@@ -6,21 +6,43 @@ only the modelling stack. Loading never unpickles anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 WEIGHTS, CONFIG = "encoder.safetensors", "config.json"
 
 
+def texts_digest(texts: Iterable[str]) -> str:
+    """A digest of a set of titles (order and repeats ignored): which split a pretrained
+    encoder or a set of pseudo-labels was made for."""
+    digest = hashlib.sha256()
+    for text in sorted(set(texts)):
+        digest.update(text.encode("utf-8") + b"\n")
+    return digest.hexdigest()[:16]
+
+
 def save_pretrained_encoder(encoder, directory: str | os.PathLike) -> None:
+    """Write weights and config atomically: into a temporary folder, then renamed."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in encoder.state.items()}, str(directory / WEIGHTS))
-    (directory / CONFIG).write_text(json.dumps(encoder.config(), ensure_ascii=False, indent=1),
-                                    encoding="utf-8")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file({k: v.contiguous() for k, v in encoder.state.items()}, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps(encoder.config(), ensure_ascii=False, indent=1),
+                                  encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_pretrained_encoder(directory: str | os.PathLike):
@@ -40,3 +62,17 @@ def load_pretrained_encoder(directory: str | os.PathLike):
             load_file(str(directory / WEIGHTS)))
     except (ValueError, TypeError, KeyError) as err:
         raise ValueError(f"{directory}: {err}") from None
+
+
+class SavedEncoder:
+    """A pretrained encoder folder, read only when a model starts from it: a run that
+    trains from scratch neither pays for reading it nor fails on a broken one."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def load(self):
+        return load_pretrained_encoder(self.directory)
+
+    def __repr__(self) -> str:
+        return f"SavedEncoder({str(self.directory)!r})"

@@ -38,6 +38,7 @@ class EncoderConfig:
     # scratch: random initial weights | pretrained: start from the `pretrain` pipeline's
     # encoder (its architecture and vocabularies replace these settings)
     init: str = "scratch"
+    pretrained_on: str | None = None  # init=pretrained: digest of the train split it was made for
     # LAC-small (Baidu's lexical analyser in jieba): its pretrained character embeddings
     # and BiGRU states, concatenated to ours before the BiLSTM (TagLM-style).
     # off | frozen (fixed weights, no gradient) | finetune (trained, train.optim.lac_learning_rate)

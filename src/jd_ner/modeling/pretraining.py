@@ -12,6 +12,7 @@ so the bigrams at a chosen position and at the one before it are replaced by the
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,16 @@ class PretrainedEncoder:
                              f"version of jd_ner reads {FORMAT!r}: pretrain it again")
         return cls(EncoderConfig(**config["encoder"]), config["char_vocab"],
                    config["bigram_vocab"], state, config.get("info", {}))
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """A digest of weights: which pretrained encoder a model started from."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+                      .tobytes())
+    return digest.hexdigest()[:16]
 
 
 class MaskedCharModel(nn.Module):

@@ -48,6 +48,11 @@ class TrainConfig:
     resume: str = "auto"  # auto: resume a checkpoint of the same run if any; never; required
 
 
+# Settings that do not change what is computed: a checkpoint stays valid across them.
+NOT_IN_RUN_KEY = ("resume", "checkpoint_every", "progress", "threads", "device",
+                  "eval_batch_size")
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -85,10 +90,11 @@ def _param_groups(model: NerModel, cfg: TrainConfig) -> list[dict]:
         if name.startswith("encoder.transformer."):
             lr = enc_lr
         elif name.startswith("encoder.lac."):
-            lr = cfg.lac_learning_rate or cfg.learning_rate
+            lr = cfg.learning_rate if cfg.lac_learning_rate is None else cfg.lac_learning_rate
         else:
             lr = cfg.learning_rate
-        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        no_decay = (param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+                    or name.endswith("bias"))  # LAC's biases are stacked per direction: 2-D
         groups.setdefault((lr, 0.0 if no_decay else cfg.weight_decay), []).append(param)
     return [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
 
@@ -220,6 +226,13 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
 
     step = (first_epoch - 1) * steps_per_epoch + first_batch
     for epoch in range(first_epoch, epochs + 1):
+        # checked before each epoch, so a run resumed after its last checkpoint stops too
+        if (evaluate is not None and cfg.patience > 0 and result.best_epoch > 0
+                and epoch - 1 - result.best_epoch >= cfg.patience):
+            result.stopped_early = True
+            logger.info("no better %s for %d epochs: stopping after epoch %d of %d (best: %d)",
+                        score_key, cfg.patience, epoch - 1, epochs, result.best_epoch)
+            break
         model.train()
         start = time.perf_counter()
         if batches is None:
@@ -283,12 +296,6 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         batches, first_batch = None, 0
         if checkpoints is not None:
             checkpoints.save(snapshot(epoch + 1, 0))
-        if (evaluate is not None and cfg.patience > 0 and epoch < epochs
-                and epoch - result.best_epoch >= cfg.patience):
-            result.stopped_early = True
-            logger.info("no better %s for %d epochs: stopping at epoch %d of %d (best: %d)",
-                        score_key, cfg.patience, epoch, epochs, result.best_epoch)
-            break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.to("cpu")

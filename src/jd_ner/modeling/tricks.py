@@ -138,8 +138,9 @@ class Objective:
         """The span loss; for a mixed batch lambda * L(y) + (1 - lambda) * L(y_perm)."""
         if mixer is None:
             return self.span_loss(scores, labels, valid, weight)
+        partner = weight[mixer.perm] if weight is not None else None  # its labels' weight
         return mixer.lam * self.span_loss(scores, labels, valid, weight) + (
-            1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid, weight)
+            1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid, partner)
 
     def sample_mixer(self, batch_size: int, views: int, device) -> Mixer | None:
         """A mixer for this batch with probability ``mixup.probability``, else None.
@@ -183,7 +184,7 @@ class Objective:
         scores, main = self.head_loss(model, h, batch["labels"], valid, mixer, weight)
         tasks, weights = {"main": main}, {"main": 1.0}
         for name, labels in self.aux_labels(batch["labels"]).items():
-            tasks[name] = self.mixed_loss(model.aux_heads[name](h), labels, valid, mixer)
+            tasks[name] = self.mixed_loss(model.aux_heads[name](h), labels, valid, mixer, weight)
             weights[name] = float(self.cfg[name]["weight"])
         parts = {f"loss_{name}": loss.detach() for name, loss in tasks.items()}
         if self.cfg["mixup"]["enabled"]:  # the share of titles in mixed batches, per epoch

@@ -10,11 +10,17 @@ import time
 import pandas as pd
 
 from jd_ner.checkpoints import CheckpointStore
+from jd_ner.encoder_files import texts_digest
 from jd_ner.encoding import encode_titles, examples_from_frame, titles_frame
 from jd_ner.lac_files import attach_lac
 from jd_ner.modeling.encoder import EncoderConfig
-from jd_ner.modeling.pretraining import MaskedCharModel, PretrainedEncoder, masked_char_objective
-from jd_ner.modeling.training import TrainConfig, fit, seed_everything
+from jd_ner.modeling.pretraining import (
+    MaskedCharModel,
+    PretrainedEncoder,
+    masked_char_objective,
+    weights_digest,
+)
+from jd_ner.modeling.training import NOT_IN_RUN_KEY, TrainConfig, fit, seed_everything
 from jd_ner.pipelines.ingest.nodes import parse_test_titles
 from jd_ner.text.bio import RawFile
 from jd_ner.text.vocab import build_bigram_vocab, build_char_vocab
@@ -58,15 +64,18 @@ def collect_unlabelled_titles(raw_files: list[RawFile], train: pd.DataFrame, dev
     return titles_frame(rows), report
 
 
-def pretrain_char_encoder(unlabelled: pd.DataFrame, train: dict, params: dict, features: dict,
+def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, config: dict,
+                          params: dict, features: dict,
                           checkpoints: CheckpointStore) -> tuple[PretrainedEncoder, pd.DataFrame]:
-    """Masked-character pretraining of the encoder that ``train.model.encoder`` describes.
+    """Masked-character pretraining of the encoder the run's training configuration
+    describes (``trick`` presets applied, so ``trick=lac`` pretrains over LAC's states).
 
     Its vocabularies are built from the unlabelled titles (so characters and bigrams that
-    the train split lacks get pretrained embeddings too) and travel with it. Checkpointed
-    and resumable like training.
+    the train split lacks get pretrained embeddings too) and travel with it, with a digest
+    of the train split it was made for: a training run on another split (whose dev or test
+    titles it may have read) refuses it. Checkpointed and resumable like training.
     """
-    cfg = EncoderConfig(**{**train["model"]["encoder"], "init": "scratch"})
+    cfg = EncoderConfig(**{**config["model"]["encoder"], "init": "scratch"})
     texts = unlabelled["text"]
     char_vocab = build_char_vocab(texts, int(params["char_min_count"]))
     bigram_vocab = build_bigram_vocab(texts, int(params["bigram_min_count"])) \
@@ -83,7 +92,10 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train: dict, params: dict, f
         logger.info("LAC-small (%s): %d of %d vocabulary characters unknown to it",
                     cfg.lac, report["unknown_to_lac"], report["vocabulary"])
     objective = masked_char_objective(float(params["mask_probability"]))
-    key = hashlib.sha256(json.dumps([cfg.to_dict(), params, features["max_chars"],
+    # what the result depends on; run control (resume, device, progress...) is left out
+    settings = {**params, "optim": {k: v for k, v in params["optim"].items()
+                                    if k not in NOT_IN_RUN_KEY}}
+    key = hashlib.sha256(json.dumps([cfg.to_dict(), settings, features["max_chars"],
                                      features["window_stride"]], sort_keys=True, default=str)
                          .encode() + "\n".join(texts).encode()).hexdigest()[:16]
     store = checkpoints.for_run(f"pretrain-{key}", optim.checkpoint_every, optim.resume)
@@ -99,8 +111,11 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train: dict, params: dict, f
             "final_loss": last["train_loss"], "final_masked_accuracy": last["masked_accuracy"],
             "char_vocab_size": len(char_vocab),
             "bigram_vocab_size": len(bigram_vocab) if bigram_vocab else 0}
+    info["train_split"] = texts_digest(train_titles["text"])
     info["summary"] = (f"{info['titles']} titles, {info['epochs']} epochs, masked-character "
                        f"accuracy {info['final_masked_accuracy']:.3f}")
     log_metrics({"pretrain_minutes": minutes, "pretrain_titles": len(unlabelled)})
     logger.info("pretrained the character encoder: %s (%.1f min)", info["summary"], minutes)
-    return model.pretrained(info), pd.DataFrame(result.history)
+    encoder = model.pretrained(info)
+    encoder.info["weights_sha256"] = weights_digest(encoder.state)
+    return encoder, pd.DataFrame(result.history)

@@ -1,5 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
+from jd_ner.pipelines.train.nodes import resolve_training_config
+
 from .nodes import collect_unlabelled_titles, pretrain_char_encoder
 
 
@@ -13,7 +15,10 @@ def unlabelled_pipeline() -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     return unlabelled_pipeline() + Pipeline([
-        node(pretrain_char_encoder, ["unlabelled_titles", "params:train", "params:pretrain",
-                                     "params:features", "training_checkpoints"],
+        # the same node as in the train pipeline: `trick` shapes the encoder to pretrain
+        node(resolve_training_config, ["params:trick", "params:train"], "training_config",
+             name="resolve_training_config"),
+        node(pretrain_char_encoder, ["unlabelled_titles", "train_titles", "training_config",
+                                     "params:pretrain", "params:features", "training_checkpoints"],
              ["char_encoder", "pretrain_history"], name="pretrain_char_encoder"),
     ])

@@ -15,6 +15,7 @@ import random
 import numpy as np
 import pandas as pd
 
+from jd_ner.encoder_files import texts_digest
 from jd_ner.encoding import spans_cell, spans_of, titles_frame
 from jd_ner.modeling.decode import decode_title
 from jd_ner.modeling.model import NerModel
@@ -38,9 +39,9 @@ def pseudo_label_titles(model: NerModel, unlabelled: pd.DataFrame, train: pd.Dat
     candidates = candidates.reset_index(drop=True)
     pred = predict_titles(model, candidates, evaluate)
     rows, lowest, kept_scores = [], [], []
+    index = {name: i for i, name in enumerate(model.labels)}
     for text, line, cell, scores in zip(candidates["text"], candidates["line"], pred["spans"],
                                         pred["scores"], strict=True):
-        index = {name: i for i, name in enumerate(model.labels)}
         spans = [(s, e, index[t], float(v))
                  for (s, e, t), v in zip(spans_of(cell), scores, strict=True)]
         flat = decode_title(spans, text, decode)
@@ -49,7 +50,8 @@ def pseudo_label_titles(model: NerModel, unlabelled: pd.DataFrame, train: pd.Dat
             rows.append({"title_id": len(rows), "text": text, "line": int(line),
                          "spans": spans_cell([(s, e, model.labels[t]) for s, e, t, _ in flat])})
             kept_scores += [v for *_, v in flat]
-    frame = titles_frame(rows)
+    # the split these were made for: a training run on another split refuses them
+    frame = titles_frame(rows).assign(train_split=texts_digest(train["text"]))
     report = {"candidates": len(candidates), "kept": len(frame),
               "kept_share": len(frame) / max(1, len(candidates)), "min_score": threshold,
               "entities": int(sum(len(spans_of(c)) for c in frame["spans"])),

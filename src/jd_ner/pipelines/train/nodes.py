@@ -13,11 +13,13 @@ import pandas as pd
 
 from jd_ner.checkpoints import CheckpointStore
 from jd_ner.config import resolve_trick
+from jd_ner.encoder_files import SavedEncoder, texts_digest
 from jd_ner.encoding import (
     examples_for_model,
     examples_from_frame,
     gold_entities,
     lexicon_table,
+    window_titles,
     with_model_vocabularies,
     word_table,
 )
@@ -27,8 +29,13 @@ from jd_ner.metrics import micro_prf
 from jd_ner.modeling.encoder import EncoderConfig
 from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
-from jd_ner.modeling.pretraining import PretrainedEncoder
-from jd_ner.modeling.training import TrainConfig, fit, resolve_device, seed_everything
+from jd_ner.modeling.training import (
+    NOT_IN_RUN_KEY,
+    TrainConfig,
+    fit,
+    resolve_device,
+    seed_everything,
+)
 from jd_ner.modeling.tricks import build_objective
 from jd_ner.text.lexicon import LexiconMatcher, select_entries
 from jd_ner.tracking import log_metrics
@@ -52,17 +59,23 @@ def _load_pretrained(path: str):
     return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
 
 
+# EncoderConfig fields that shape the weights: a pretrained encoder must match them
+ARCHITECTURE = ("kind", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                "max_positions", "bigram_dim", "lstm_hidden", "lstm_layers", "fusion_layers",
+                "fusion", "lac", "lac_layers", "lac_vocab_size")
+
+
 def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab: dict,
                 glyph_vocab: dict, entity_lexicon: dict, label_schema: dict, features: dict,
                 pretrained_encoder: str | None,
-                char_encoder: PretrainedEncoder | None = None,
+                char_encoder: SavedEncoder | None = None,
                 word_vocab: dict | None = None) -> NerModel:
     """A fresh model from the resolved configuration and the features' vocabularies.
 
     The model keeps what it needs to read new titles: vocabularies, window size, the
     pinyin/glyph settings and, with the lexicon on, the lexicon entries of its mode.
     With ``model.encoder.init: pretrained`` the character encoder (its architecture,
-    vocabularies and weights) is the ``pretrain`` pipeline's ``char_encoder``.
+    vocabularies and weights) is the ``pretrain`` pipeline's ``char_encoder``, read only then.
     """
     model_cfg, objective = config["model"], config["objective"]
     encoder = EncoderConfig(**model_cfg["encoder"])
@@ -77,10 +90,20 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab
         if char_encoder is None:
             raise ValueError("train.model.encoder.init=pretrained needs a pretrained character "
                              "encoder: run `kedro run --pipelines=pretrain` first")
-        if (encoder.lac, encoder.lac_layers) != (char_encoder.encoder.lac, char_encoder.encoder.lac_layers):
-            logger.warning("model.encoder.lac=%s: the pretrained encoder was built with lac=%s, "
-                           "which is kept", encoder.lac, char_encoder.encoder.lac)
-        encoder = replace(char_encoder.encoder, init="pretrained", dropout=encoder.dropout)
+        char_encoder = char_encoder.load()
+        built = char_encoder.encoder
+        differ = {k: (getattr(encoder, k), getattr(built, k)) for k in ARCHITECTURE
+                  if getattr(encoder, k) != getattr(built, k)}
+        if differ:
+            raise ValueError(
+                "the pretrained character encoder has another architecture than this run asks "
+                "for (setting: asked, pretrained): " + ", ".join(
+                    f"{k}: {a!r}, {b!r}" for k, (a, b) in differ.items())
+                + ". Pretrain with the same trick and settings (kedro run --pipelines=pretrain "
+                "--params=trick:...), or train from scratch")
+        encoder = replace(built, init="pretrained", dropout=encoder.dropout,
+                          pretrained_path=f"char_encoder {char_encoder.info.get('weights_sha256')}",
+                          pretrained_on=char_encoder.info.get("train_split"))
         char_vocab, bigram_vocab = char_encoder.char_vocab, char_encoder.bigram_vocab
         logger.info("character encoder from pretraining: %s", char_encoder.info.get("summary", ""))
     if pretrained_encoder:
@@ -151,9 +174,6 @@ def _knobs(section: dict) -> dict:
     return {k: v for k, v in section.items() if k != "enabled"}
 
 
-# Settings that do not change what is computed: a checkpoint stays valid across them.
-_NOT_IN_RUN_KEY = ("resume", "checkpoint_every", "progress", "threads", "device",
-                   "eval_batch_size")
 
 
 def run_key(config: dict, frames: list[pd.DataFrame], *parts) -> str:
@@ -161,7 +181,7 @@ def run_key(config: dict, frames: list[pd.DataFrame], *parts) -> str:
     label schema, decoding settings (they decide the selected epoch) and the encoded data.
     Checkpoints are resumed only under the same key."""
     digest = hashlib.sha256()
-    optim = {k: v for k, v in config["optim"].items() if k not in _NOT_IN_RUN_KEY}
+    optim = {k: v for k, v in config["optim"].items() if k not in NOT_IN_RUN_KEY}
     settings = {**config, "optim": optim}
     digest.update(json.dumps([settings, *parts], sort_keys=True, default=str).encode())
     for frame in frames:
@@ -224,11 +244,24 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
 
     train = examples_from_frame(train_input, **sequences(
         train_input, lambda frame: train_lexicon_table(model, frame, lexicon_folds)))
+    split = texts_digest(window_titles(train_input).values())
+    made_for = model.spec.encoder.pretrained_on
+    if model.spec.encoder.init == "pretrained" and made_for != split:
+        raise ValueError("the pretrained character encoder was made for another train split "
+                         f"(digest {made_for}, this one {split}): its pretraining titles may "
+                         "include this split's dev or test titles. Re-run `kedro run "
+                         "--pipelines=pretrain` with this run's train_file and ingest settings")
     pseudo = config.get("pseudo_labels") or {}
     if pseudo.get("enabled"):
         if pseudo_titles is None or pseudo_titles.empty:
             raise ValueError("train.pseudo_labels is on but there are no pseudo-labelled titles: "
                              "run `kedro run --pipelines=pseudo_label` first")
+        made_for = set(pseudo_titles["train_split"]) if "train_split" in pseudo_titles else {None}
+        if made_for != {split}:
+            raise ValueError("the pseudo-labelled titles were made for another train split (their "
+                             "teacher may have trained on this split's dev or test titles): "
+                             "re-run `kedro run --pipelines=pseudo_label` after training on this "
+                             "split")
         train += pseudo_examples(model, pseudo_titles, float(pseudo["weight"]),
                                  first_id=int(train_input["title_id"].max()) + 1)
         logger.info("self-training: %d gold + %d pseudo-labelled titles (weight %.2f)",

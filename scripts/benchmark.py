@@ -61,6 +61,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     import torch
 
     from jd_ner.config import resolve_trick
+    from jd_ner.encoder_files import SavedEncoder
     from jd_ner.encoding import examples_for_model
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
     from jd_ner.modeling.tricks import build_objective
@@ -90,7 +91,9 @@ def measure_one(args: argparse.Namespace) -> dict:
         features.build_pinyin_vocabulary(titles) if uses["pinyin"]["enabled"] else {},
         features.build_glyph_vocabulary(titles, fparams) if uses["glyph"]["enabled"] else {},
         features.build_entity_lexicon(titles, fparams) if uses["lexicon"]["enabled"] else {},
-        features.build_label_schema(titles, titles.iloc[:0], titles.iloc[:0]), fparams, pretrained)
+        features.build_label_schema(titles, titles.iloc[:0], titles.iloc[:0]), fparams, pretrained,
+        SavedEncoder(args.char_encoder) if args.char_encoder else None,
+        features.build_word_vocabulary(titles, fparams) if uses["words"]["enabled"] else None)
     optim = TrainConfig(**{**config["optim"], "epochs": 1, "progress": False})
     device = resolve_device(optim.device)
     examples = examples_for_model(model, train)
@@ -291,6 +294,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a resolved training setting, e.g. optim.batch_size=16")
+    parser.add_argument("--char-encoder", type=Path,
+                        help="a pretrained character encoder folder, for tricks that start from it")
     parser.add_argument("--conf", type=Path, default=ROOT / "conf")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--features", action="store_true",
@@ -327,6 +332,8 @@ def main() -> None:
             for ref, tree in sources:
                 for trick in tricks:
                     extra = ["--conf", str(args.conf)] if not ref else []
+                    if args.char_encoder and not ref:
+                        extra += ["--char-encoder", str(args.char_encoder.resolve())]
                     if args.profile and not ref:
                         extra.append("--profile")
                     cmd = [sys.executable, str(tree / "scripts" / "benchmark.py"), "--trick", trick,

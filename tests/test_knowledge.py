@@ -480,6 +480,7 @@ def test_a_words_model_reads_word_sets_and_carries_its_words(tmp_path):
 
 class _Spec:
     trained_on = "train split"
+    train_split = None  # an older model: not checked (a warning)
 
 
 class _Model:
@@ -515,6 +516,14 @@ def test_pseudo_labels_keep_titles_whose_every_entity_is_confident(monkeypatch):
     sample, report = nodes.pseudo_label_titles(_Model(), unlabelled, titles(["训练标题"]),
                                                {**params, "max_titles": 2}, {}, decode)
     assert report["candidates"] == 2
+    _Spec.train_split = texts_digest(["another split's title"])
+    with pytest.raises(ValueError, match="trained on another train split"):
+        nodes.pseudo_label_titles(_Model(), unlabelled, titles(["训练标题"]), params, {}, decode)
+    _Spec.train_split = texts_digest(["训练标题"])
+    frame, _ = nodes.pseudo_label_titles(_Model(), unlabelled, titles(["训练标题"]), params, {},
+                                         decode)
+    assert set(frame["train_split"]) == {texts_digest(["训练标题"])}
+    _Spec.train_split = None
     _Spec.trained_on = "all labelled titles (final_fit; unevaluated)"
     try:
         with pytest.raises(ValueError, match="trained on the train split"):

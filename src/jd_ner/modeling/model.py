@@ -59,6 +59,7 @@ class ModelSpec:
     # "train split" (dev selected the epoch; test held out), or "all labelled titles
     # (final_fit; unevaluated)"
     trained_on: str = "train split"
+    train_split: str | None = None  # digest of the train split's titles (which split it learnt)
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -30,6 +30,15 @@ def pseudo_label_titles(model: NerModel, unlabelled: pd.DataFrame, train: pd.Dat
     if model.spec.trained_on != "train split":
         raise ValueError("pseudo-labels need a model trained on the train split (dev and test "
                          "held out); this one was trained on " + model.spec.trained_on)
+    split = texts_digest(train["text"])
+    if model.spec.train_split is None:
+        logger.warning("the model does not record its train split (trained by an older jd_ner): "
+                       "make sure it was trained on this one")
+    elif model.spec.train_split != split:
+        raise ValueError("the model was trained on another train split than this run's (another "
+                         "train_file or split settings), so it may have learnt this split's dev or "
+                         "test titles: pick one trained on this split with "
+                         "--load-versions=ner_model:<version>")
     threshold = float(params["min_score"])
     candidates = unlabelled[~unlabelled["text"].isin(set(train["text"]))]
     limit = int(params["max_titles"] or 0)
@@ -51,7 +60,7 @@ def pseudo_label_titles(model: NerModel, unlabelled: pd.DataFrame, train: pd.Dat
                          "spans": spans_cell([(s, e, model.labels[t]) for s, e, t, _ in flat])})
             kept_scores += [v for *_, v in flat]
     # the split these were made for: a training run on another split refuses them
-    frame = titles_frame(rows).assign(train_split=texts_digest(train["text"]))
+    frame = titles_frame(rows).assign(train_split=split)
     report = {"candidates": len(candidates), "kept": len(frame),
               "kept_share": len(frame) / max(1, len(candidates)), "min_score": threshold,
               "entities": int(sum(len(spans_of(c)) for c in frame["spans"])),

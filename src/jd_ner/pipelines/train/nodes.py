@@ -245,6 +245,7 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     train = examples_from_frame(train_input, **sequences(
         train_input, lambda frame: train_lexicon_table(model, frame, lexicon_folds)))
     split = texts_digest(window_titles(train_input).values())
+    model.spec.train_split = split
     made_for = model.spec.encoder.pretrained_on
     if model.spec.encoder.init == "pretrained" and made_for != split:
         raise ValueError("the pretrained character encoder was made for another train split "

@@ -277,6 +277,10 @@ def test_pretrain_and_pseudo_label_pipelines_run_and_leave_held_out_titles_out(p
     with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
         session.run(pipeline_names=["train"])
     _end_mlflow_runs()
+    from jd_ner.encoder_files import texts_digest
+
+    model = json.loads((newest(data / "06_models", "ner_model") / "config.json").read_text())
+    assert model["train_split"] == texts_digest(titles["train"]["text"])  # what it learnt
     with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
         session.run(pipeline_names=["pseudo_label"])
     pseudo = json.loads(newest(data / "08_reporting", "pseudo_label_report.json").read_text())

@@ -29,7 +29,7 @@ class TrainConfig:
     epochs: int | str = "auto"  # a number: exactly that many (fewer if patience stops it)
     auto_steps: int = 3400  # epochs=auto: about this many optimizer steps ...
     max_epochs: int = 60  # ... but at most this many epochs
-    patience: int = 3  # stop after this many epochs without a better dev score (0: never)
+    patience: int = 5  # stop after this many epochs without a better dev score (0: never)
     batch_size: int = 32
     learning_rate: float = 2e-3
     encoder_learning_rate: float | None = None  # None: same as learning_rate

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,7 +16,7 @@ from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Ve
 
 from jd_ner.checkpoints import CheckpointStore
 from jd_ner.encoder_files import CONFIG as ENCODER_CONFIG
-from jd_ner.encoder_files import SavedEncoder, save_pretrained_encoder
+from jd_ner.encoder_files import SavedEncoder, save_pretrained_encoder, write_folder_atomically
 from jd_ner.text.bio import RawFile
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -76,7 +74,38 @@ class RawFilesDataset(AbstractDataset[None, list]):
         return {"filepaths": self._paths}
 
 
-class PretrainedEncoderDataset(AbstractVersionedDataset[Any, Any]):
+class _VersionedPath(AbstractVersionedDataset[Any, Any]):
+    """A versioned file or folder; ``_marker`` names the file whose presence means saved."""
+
+    _marker = ""
+
+    def __init__(self, filepath: str, version: Version | None = None,
+                 metadata: dict | None = None):
+        super().__init__(PurePosixPath(filepath), version)
+        self.metadata = metadata
+
+    def _newest(self) -> Path | None:
+        """The version to load, or None while nothing was saved (an explicitly requested
+        version that is missing still fails)."""
+        try:
+            path = Path(self._get_load_path())
+        except DatasetError:
+            if self._version is not None and self._version.load:
+                raise
+            return None
+        return path if path.exists() else None
+
+    def _exists(self) -> bool:
+        try:
+            return Path(self._get_load_path(), self._marker).exists()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}
+
+
+class PretrainedEncoderDataset(_VersionedPath):
     """A versioned pretrained character encoder folder (``jd_ner.encoder_files``).
 
     Loads as a :class:`~jd_ner.encoder_files.SavedEncoder` (read when a model starts from
@@ -84,88 +113,45 @@ class PretrainedEncoderDataset(AbstractVersionedDataset[Any, Any]):
     (``train.model.encoder.init: scratch``) needs none, and one that does says so.
     """
 
-    def __init__(self, filepath: str, version: Version | None = None,
-                 metadata: dict | None = None):
-        super().__init__(PurePosixPath(filepath), version)
-        self.metadata = metadata
+    _marker = ENCODER_CONFIG
 
     def load(self):
-        try:
-            directory = Path(self._get_load_path())
-        except DatasetError:
-            if self._version is not None and self._version.load:
-                raise
-            return None
-        return SavedEncoder(directory) if directory.exists() else None
+        directory = self._newest()
+        return SavedEncoder(directory) if directory is not None else None
 
     def save(self, encoder) -> None:
         save_pretrained_encoder(encoder, self._get_save_path())
 
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path(), ENCODER_CONFIG).is_file()
-        except DatasetError:
-            return False
 
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
-
-
-class OptionalTitlesDataset(AbstractVersionedDataset[Any, Any]):
+class OptionalTitlesDataset(_VersionedPath):
     """A versioned title table (parquet) that loads as an empty table while none was saved:
     pseudo-labelled titles exist only once the pseudo_label pipeline has run."""
-
-    def __init__(self, filepath: str, version: Version | None = None,
-                 metadata: dict | None = None):
-        super().__init__(PurePosixPath(filepath), version)
-        self.metadata = metadata
 
     def load(self):
         import pandas as pd
 
         from jd_ner.encoding import titles_frame
 
-        try:
-            path = Path(self._get_load_path())
-        except DatasetError:
-            if self._version is not None and self._version.load:
-                raise
-            return titles_frame([])
-        return pd.read_parquet(path) if path.exists() else titles_frame([])
+        path = self._newest()
+        return pd.read_parquet(path) if path is not None else titles_frame([])
 
     def save(self, data) -> None:
         path = Path(self._get_save_path())
         path.parent.mkdir(parents=True, exist_ok=True)
         data.to_parquet(path, index=False)
 
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).is_file()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
-
 
 def save_model(model, directory: str | os.PathLike) -> None:
     """Write weights and spec atomically: into a temporary folder, then renamed."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    def write(tmp: Path) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": model.spec.to_dict()["format"]})
         (tmp / CONFIG).write_text(json.dumps(model.spec.to_dict(), ensure_ascii=False, indent=1),
                                   encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomically(directory, write)
 
 
 def load_model(directory: str | os.PathLike):
@@ -194,28 +180,16 @@ def load_model(directory: str | os.PathLike):
     return model
 
 
-class NerModelDataset(AbstractVersionedDataset[Any, Any]):
+class NerModelDataset(_VersionedPath):
     """A versioned model folder (safetensors + JSON)."""
 
-    def __init__(self, filepath: str, version: Version | None = None,
-                 metadata: dict | None = None):
-        super().__init__(PurePosixPath(filepath), version)
-        self.metadata = metadata
+    _marker = CONFIG
 
     def load(self):
         return load_model(self._get_load_path())
 
     def save(self, model) -> None:
         save_model(model, self._get_save_path())
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path(), CONFIG).is_file()
-        except DatasetError:
-            return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}
 
 
 class CheckpointStoreDataset(AbstractDataset[None, CheckpointStore]):

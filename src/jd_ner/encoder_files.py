@@ -26,23 +26,31 @@ def texts_digest(texts: Iterable[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_pretrained_encoder(encoder, directory: str | os.PathLike) -> None:
-    """Write weights and config atomically: into a temporary folder, then renamed."""
-    from safetensors.torch import save_file
-
+def write_folder_atomically(directory: str | os.PathLike, write) -> None:
+    """``write(tmp)`` fills a temporary sibling folder, which then replaces ``directory``:
+    a reader never sees a half-written model or encoder."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_file({k: v.contiguous() for k, v in encoder.state.items()}, str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps(encoder.config(), ensure_ascii=False, indent=1),
-                                  encoding="utf-8")
+        write(tmp)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_pretrained_encoder(encoder, directory: str | os.PathLike) -> None:
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        save_file({k: v.contiguous() for k, v in encoder.state.items()}, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps(encoder.config(), ensure_ascii=False, indent=1),
+                                  encoding="utf-8")
+
+    write_folder_atomically(directory, write)
 
 
 def load_pretrained_encoder(directory: str | os.PathLike):

@@ -77,6 +77,10 @@ def measure_one(args: argparse.Namespace) -> dict:
     params = load_parameters(args.conf)
     config = resolve_trick(args.trick, params["train"])
     _override(config, args.set or [])
+    if config["model"]["encoder"]["init"] == "pretrained" and not args.char_encoder:
+        sys.exit(f"{args.trick} starts from a pretrained character encoder (the default): give "
+                 "--char-encoder data/06_models/char_encoder/<version>/char_encoder, or "
+                 "measure `scratch`")
     raw = RawFile(str(args.train_file), Path(args.train_file).read_bytes())
     titles, _ = parse_labelled_titles(raw, params["ingest"])
     train = titles.iloc[: args.train_titles].reset_index(drop=True)

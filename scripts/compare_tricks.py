@@ -123,6 +123,10 @@ def run_one(args: argparse.Namespace) -> dict:
     for name, frame in (("train", train), ("dev", dev)):
         encoded = features.encode_split(frame, cv, bv, schema, fp)
         inputs[name] = features.build_model_input(encoded, pv, gv, fp) if char_features else encoded
+    if config["model"]["encoder"]["init"] == "pretrained" and not args.char_encoder:
+        sys.exit(f"{args.trick} starts from a pretrained character encoder (the default): give "
+                 "--char-encoder data/06_models/char_encoder/<version>/char_encoder, or "
+                 "compare `scratch`")
     char_encoder = SavedEncoder(args.char_encoder) if args.char_encoder else None
     words = features.build_word_vocabulary(train, fp) \
         if config["model"]["words"]["enabled"] else None

@@ -54,7 +54,9 @@ def build(kind: str, params: dict, labels, chars, bigrams, pretrained: Path | No
     from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 
     model_cfg = params["train"]["model"]
-    encoder = EncoderConfig(**model_cfg["encoder"])
+    # the default's architecture; its masked-character pretraining (a pipeline of its own)
+    # is not what this checks
+    encoder = EncoderConfig(**{**model_cfg["encoder"], "init": "scratch"})
     transformer = None
     if kind == "pretrained":
         from transformers import AutoModel

@@ -44,9 +44,11 @@ def tiny_config(trick: str = "baseline") -> dict:
     """Resolved training settings of ``trick`` over the tiny model (as --params would do)."""
     from jd_ner.config import deep_merge, resolve_trick
 
-    # word sets need the features' word vocabulary, which unit tests do not build; the
-    # `words` preset switches them back on
-    tiny = {"model": {**TINY_MODEL, "words": {"enabled": False}}}
+    # word sets need the features' word vocabulary, and a pretrained start the pretrain
+    # step's encoder, which unit tests do not build; the `words` and `pretrained` presets
+    # switch them back on
+    tiny = {"model": {**TINY_MODEL, "encoder": {**TINY_MODEL["encoder"], "init": "scratch"},
+                      "words": {"enabled": False}}}
     return resolve_trick(trick, deep_merge(base_parameters()["train"], tiny))
 
 

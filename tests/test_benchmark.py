@@ -17,7 +17,8 @@ def test_benchmark_prints_figures_for_plain_and_feature_tricks(tmp_path):
            "--tricks", "baseline,gpkg+pinyin_glyph", "--train-titles", "16",
            "--predict-titles", "24", "--threads", "1", "--features", "--feature-titles", "50",
            "--set", "model.encoder.hidden_size=32", "--set", "model.encoder.bigram_dim=16",
-           "--set", "model.encoder.lstm_hidden=16", "--json", str(out), "--profile",
+           "--set", "model.encoder.lstm_hidden=16", "--set", "model.encoder.init=scratch",
+           "--json", str(out), "--profile",
            "--refs", "HEAD"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -154,6 +154,56 @@ def test_the_pretraining_checkpoint_key_ignores_run_control_only(tmp_path):
     assert key_of(learning_rate=0.5) != plain and key_of(seed=3) != plain
 
 
+def test_a_matching_saved_encoder_is_reused_and_any_other_setting_pretrains_again(tmp_path, caplog):
+    from kedro.io import Version
+
+    from jd_ner.datasets import PretrainedEncoderDataset
+    from jd_ner.encoder_files import NOT_PRETRAINED
+    from jd_ner.pipelines.pretrain.nodes import char_encoder_for_training
+
+    def params(**changes):
+        return {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2,
+                "optim": {"epochs": 1, "batch_size": 8, "amp": False, "progress": False,
+                          "device": "cpu", "resume": "never"}, **changes}
+
+    config = {"model": {"encoder": {**TINY_MODEL["encoder"], "init": "pretrained"}}}
+    store = CheckpointStore(str(tmp_path / "ckpt"))
+    dataset = PretrainedEncoderDataset(str(tmp_path / "enc"), Version(None, None))
+    first, history = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), config,
+                                               params(), tiny_features(), store, None)
+    dataset.save(first)
+    previous = PretrainedEncoderDataset(str(tmp_path / "enc"), Version(None, None)).load()
+    with caplog.at_level("INFO"):
+        again, history_again = char_encoder_for_training(
+            titles(TEXTS), titles(TEXTS[:1]), config, {**params(), "optim": {
+                **params()["optim"], "threads": 1, "progress": True}},  # run control only
+            tiny_features(), store, previous)
+    assert "reusing the pretrained encoder" in caplog.text
+    assert again.info["weights_sha256"] == first.info["weights_sha256"]
+    assert all(torch.equal(again.state[k], v) for k, v in first.state.items())
+    pd.testing.assert_frame_equal(history_again, history)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        other, _ = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), config,
+                                             params(mask_probability=0.3), tiny_features(),
+                                             store, previous)
+    assert "other settings: pretrain.mask_probability" in caplog.text
+    assert other.info["run_key"] != first.info["run_key"]
+    refused, _ = char_encoder_for_training(titles(TEXTS[1:]), titles(TEXTS[1:2]), config,
+                                           params(), tiny_features(), store, previous)
+    assert refused.info["run_key"] != first.info["run_key"]  # other titles
+    fresh, _ = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), config,
+                                         params(reuse=False), tiny_features(), store, previous)
+    assert fresh.info["run_key"] == first.info["run_key"] and fresh is not again
+    scratch = {"model": {"encoder": {**TINY_MODEL["encoder"], "init": "scratch"}}}
+    nothing, _ = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), scratch, params(),
+                                           tiny_features(), store, previous)
+    assert nothing is NOT_PRETRAINED
+    versions = len(list((tmp_path / "enc").iterdir()))
+    PretrainedEncoderDataset(str(tmp_path / "enc"), Version(None, None)).save(nothing)
+    assert len(list((tmp_path / "enc").iterdir())) == versions  # nothing written
+
+
 # --- the unlabelled titles -------------------------------------------------------------------
 
 def test_unlabelled_titles_leave_out_dev_and_test_titles_and_duplicates():

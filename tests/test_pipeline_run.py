@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
@@ -19,11 +20,8 @@ from .conftest import TINY_MODEL, _end_mlflow_runs
 TINY_RUN = {
     "train": {"model": TINY_MODEL, "optim": {"epochs": 1, "batch_size": 8, "progress": False}},
     "features": {"max_chars": 30, "window_stride": 20},
+    "pretrain": {"optim": {"epochs": 1, "batch_size": 8, "progress": False}},
 }
-
-
-TINY_PRETRAIN = {**TINY_RUN, "pretrain": {"optim": {"epochs": 1, "batch_size": 8,
-                                                    "progress": False}}}
 
 
 def write_pseudo_titles(project: Path) -> None:
@@ -90,6 +88,8 @@ def test_session_runs_ingest_to_submit(project, monkeypatch):
     data = project / "data"
     model_dir = newest(data / "06_models", "ner_model")
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
+    saved = json.loads((model_dir / "config.json").read_text())["training"]
+    assert saved["trick"] == "baseline" and [r["epoch"] for r in saved["history"]] == [1]
     assert newest(data / "08_reporting", "learning_curve.png").stat().st_size > 0
     assert newest(data / "08_reporting", "dev_per_type.csv").is_file()
     summary = json.loads(newest(data / "08_reporting", "evaluation_summary.json").read_text())
@@ -109,6 +109,26 @@ def test_session_runs_ingest_to_submit(project, monkeypatch):
     assert [t.text for t in parsed] == test_titles
     assert (project / "mlflow.db").is_file()
     check_mlflow_run(project)
+    for plot in ("learning_curve.png", "per_type_f1.png", "error_classes.png",
+                 "confusion_matrix.png"):
+        assert newest(data / "08_reporting", plot).read_bytes()[:4] == b"\x89PNG"
+    errors = pd.read_csv(newest(data / "08_reporting", "errors.csv"))
+    assert list(errors.columns) == ["split", "title_id", "title", "error_class", "gold_start",
+                                    "gold_end", "gold_type", "gold_text", "pred_start",
+                                    "pred_end", "pred_type", "pred_text", "pred_score"]
+    dev_metrics = json.loads(newest(data / "08_reporting", "dev_metrics.json").read_text())
+    for split, metrics in (("dev", dev_metrics), ("test", test_metrics)):
+        rows = errors[errors["split"] == split]["error_class"].value_counts()
+        assert {k: int(rows.get(k, 0)) for k in ("wrong_type", "wrong_boundary", "wrong_both",
+                                                 "spurious", "missed")} == {
+            k: metrics[f"errors_{k}"] for k in ("wrong_type", "wrong_boundary", "wrong_both",
+                                                "spurious", "missed")}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("jd_ner").experiment_id])[0]
+    assert {"error_classes_plot", "confusion_matrix_plot", "evaluation_errors"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_final_fit_trains_on_every_title_and_reports_unevaluated(project, monkeypatch):
@@ -141,11 +161,14 @@ def check_mlflow_run(project):
     assert run.data.params["run.trick"] == "baseline"
     assert run.data.params["run.optim.epochs"] == "1"
     assert "train.optim.learning_rate" in run.data.params  # the raw parameters too
-    history = client.get_metric_history(run.info.run_id, "dev_f1")
+    history = client.get_metric_history(run.info.run_id, "epoch/dev_f1")
     assert [m.step for m in history] == [1]
-    assert {"best_dev_f1", "test_f1", "test_f1_low", "test_f1_high", "selection_dev_f1",
-            "n_parameters"} <= set(run.data.metrics)
+    assert {"dev_f1", "test_f1", "test_f1_low", "test_f1_high", "selection_dev_f1",
+            "pretrain/train_loss"} <= set(run.data.metrics)
+    # one-off numbers are tags, so the charts page holds curves
+    assert not {"best_epoch", "n_parameters", "train_minutes"} & set(run.data.metrics)
     tags = run.data.tags
+    assert tags["best_epoch"] == "1" and int(tags["n_parameters"]) > 0
     assert tags["seed"] == "42" and "lib.torch" in tags and len(tags["data.train_sha256"]) == 64
     artefacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"ner_model", "learning_curve_plot", "per_type_f1_plot", "dev_metrics",
@@ -166,13 +189,40 @@ def kedro(project, *args):
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("syntax", ["--params=trick:nope", "--params=trick=nope"])
+@pytest.mark.parametrize("syntax", ["--params=trick:mixupp", "--params=trick=rdrop+mixupp"])
 @pytest.mark.parametrize("pipeline_flag", ["--pipeline=train", "--pipelines=train"])
 def test_cli_accepts_both_params_syntaxes_and_lists_known_tricks(project, syntax, pipeline_flag):
-    result = kedro(project, "run", pipeline_flag, syntax, "--nodes=resolve_training_config")
+    result = kedro(project, "run", pipeline_flag, syntax)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "unknown trick 'nope'" in output and "known tricks: baseline" in output
+    assert "unknown trick 'mixupp'; did you mean 'mixup'? Known tricks: baseline" in output
+    assert "deprecated" not in output  # --pipeline is read as --pipelines
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--params=train.optim.epoch=1"],
+     "unknown setting 'train.optim.epoch'; did you mean 'train.optim.epochs'"),
+    (["--params=train_flie=x.txt"], "unknown setting 'train_flie'; did you mean 'train_file'"),
+    (["--pipelines=trian"], "unknown pipeline 'trian'; did you mean 'train'"),
+])
+def test_a_mistyped_request_stops_before_any_node_with_a_suggestion(project, args, message):
+    result = kedro(project, "run", *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and message in output, output[-2000:]
+    assert "Traceback" not in output and "[1/" not in output  # no node ran
+    assert not (project / "mlflow.db").exists() and not (project / "data/02_intermediate").exists()
+
+
+def test_check_request_accepts_known_settings_and_own_presets():
+    from jd_ner.cli import check_request
+
+    parameters = {"trick": "baseline", "train": {"optim": {"epochs": 2},
+                                                 "presets": {"baseline": {}, "mixup": {}}}}
+    check_request(parameters, {"train_file"}, ["train"], ["train"],
+                  {"train": {"optim": {"epochs": 4}, "presets": {"mine": {"optim": {"x": 1}}}},
+                   "train_file": "a.txt", "trick": "baseline+mixup"})
+    with pytest.raises(click.ClickException, match="Settings under train.optim: epochs"):
+        check_request(parameters, set(), ["train"], [], {"train": {"optim": {"epoch": 4}}})
 
 
 def test_cli_runs_with_a_colon_param_and_raw_file_paths(project, tmp_path):
@@ -189,6 +239,18 @@ def test_missing_raw_file_names_the_path_and_how_to_get_it(project):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "nowhere/train.txt" in output and "--params=train_file=PATH" in output
+    missing = project / "nowhere" / "train.txt"  # an absolute path is shown once, as given
+    result = kedro(project, "run", "--pipeline=ingest", f"--params=train_file={missing}")
+    output = result.stdout + result.stderr
+    assert f"raw input file not found: {missing}." in output
+
+
+def test_a_tagged_file_given_as_test_file_is_named_as_such(project):
+    train = project / "data/01_raw/synthetic_train.txt"
+    result = kedro(project, "run", "--pipelines=submit", f"--params=test_file={train}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "this is a tagged file" in output and "give it as train_file" in output
 
 
 def preset_names():
@@ -203,8 +265,8 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
     monkeypatch.chdir(project)
     bootstrap_project(project)
     params = {**TINY_RUN, "trick": trick}
-    if trick == "pretrained":  # its encoder comes from a pretrain run
-        with KedroSession.create(project_path=project, runtime_params=TINY_PRETRAIN) as session:
+    if trick == "pretrained":  # a pretrain run's encoder, which the train pipeline reuses
+        with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
             session.run(pipeline_names=["pretrain"])
         _end_mlflow_runs()  # as separate `kedro run`s would
     if trick == "pseudo":  # titles as a pseudo_label run would have written them
@@ -246,7 +308,11 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
         and any(n.startswith("char_features.glyph") for n in names),
         "label_smoothing": lambda: config["objective"]["label_smoothing"] > 0,
         "multisample_dropout": lambda: config["objective"]["multisample_dropout"]["enabled"],
-        "pretrained": lambda: pretrained_weights_used(project, model_dir),
+        "pretrained": lambda: pretrained_weights_used(project, model_dir) and len({
+            json.loads((v / "char_encoder/config.json").read_text())["info"]["weights_sha256"]
+            for v in (project / "data/06_models/char_encoder").iterdir()}) == 1,
+        "scratch": lambda: config["model"]["encoder"]["init"] == "scratch"
+        and not (project / "data/06_models/char_encoder").exists(),  # nothing pretrained
         "pseudo": lambda: row["train_titles_per_s"] * row["train_seconds"] == pytest.approx(
             len(pd.read_parquet(newest(project / "data/05_model_input",
                                        "train_model_input.parquet"))) + 3),
@@ -260,13 +326,13 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
 def test_pretrain_and_pseudo_label_pipelines_run_and_leave_held_out_titles_out(project, monkeypatch):
     monkeypatch.chdir(project)
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=TINY_PRETRAIN) as session:
+    with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
         session.run(pipeline_names=["pretrain"])
     data = project / "data"
     report = json.loads(newest(data / "08_reporting", "unlabelled_report.json").read_text())
     titles = {name: pd.read_parquet(newest(data / "03_primary", f"{name}_titles.parquet"))
               for name in ("train", "dev", "test")}
-    unlabelled = pd.read_parquet(newest(data / "02_intermediate", "unlabelled_titles.parquet"))
+    unlabelled = pd.read_parquet(newest(data / "03_primary", "unlabelled_titles.parquet"))
     held_out = set(titles["dev"]["text"]) | set(titles["test"]["text"])
     assert not held_out & set(unlabelled["text"])
     assert set(titles["train"]["text"]) <= set(unlabelled["text"])

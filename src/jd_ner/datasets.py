@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import wraps
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -16,7 +17,12 @@ from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Ve
 
 from jd_ner.checkpoints import CheckpointStore
 from jd_ner.encoder_files import CONFIG as ENCODER_CONFIG
-from jd_ner.encoder_files import SavedEncoder, save_pretrained_encoder, write_folder_atomically
+from jd_ner.encoder_files import (
+    NotPretrained,
+    SavedEncoder,
+    save_pretrained_encoder,
+    write_folder_atomically,
+)
 from jd_ner.text.bio import RawFile
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -37,9 +43,8 @@ class RawFileDataset(AbstractDataset[None, RawFile]):
         path = Path(self._filepath)
         if not path.is_file():
             hint = f" {self._how_to_get}" if self._how_to_get else ""
-            raise DatasetError(
-                f"raw input file not found: {self._filepath} (resolved: {path.resolve()}).{hint}"
-            )
+            shown = self._filepath if path.is_absolute() else f"{self._filepath} ({path.resolve()})"
+            raise DatasetError(f"raw input file not found: {shown}.{hint}")
         return RawFile(self._filepath, path.read_bytes())
 
     def save(self, data: Any) -> None:
@@ -122,6 +127,19 @@ class PretrainedEncoderDataset(_VersionedPath):
     def save(self, encoder) -> None:
         save_pretrained_encoder(encoder, self._get_save_path())
 
+    @classmethod
+    def _save_wrapper(cls, save_func):
+        versioned = super()._save_wrapper(save_func)
+
+        @wraps(save_func)
+        def save(self, data) -> None:
+            # a run from scratch pretrained nothing: no version is made, and Kedro's check
+            # that the version just saved is the newest does not apply
+            if not isinstance(data, NotPretrained):
+                versioned(self, data)
+
+        return save
+
 
 class OptionalTitlesDataset(_VersionedPath):
     """A versioned title table (parquet) that loads as an empty table while none was saved:
@@ -186,7 +204,10 @@ class NerModelDataset(_VersionedPath):
     _marker = CONFIG
 
     def load(self):
-        return load_model(self._get_load_path())
+        path = Path(self._get_load_path())
+        model = load_model(path)
+        model.version = path.parent.name  # which run made it: shown in reports and MLflow
+        return model
 
     def save(self, model) -> None:
         save_model(model, self._get_save_path())

@@ -84,3 +84,14 @@ class SavedEncoder:
 
     def __repr__(self) -> str:
         return f"SavedEncoder({str(self.directory)!r})"
+
+
+class NotPretrained:
+    """What the train pipeline's pretraining step gives for a run that trains from scratch:
+    there is nothing to save, and the saved encoders are left as they are."""
+
+    def __repr__(self) -> str:
+        return "NotPretrained()"
+
+
+NOT_PRETRAINED = NotPretrained()

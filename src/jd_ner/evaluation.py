@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from jd_ner.metrics import Entity, error_classes, micro_prf, per_type_prf
+from jd_ner.metrics import ERROR_CLASSES, Entity, error_classes, micro_prf, per_type_prf
 from jd_ner.modeling.decode import ScoredSpan, decode_title
 
 
@@ -73,3 +73,56 @@ def per_type_table(pred: set[Entity], gold: set[Entity]) -> pd.DataFrame:
              "n_gold": m.n_gold, "n_pred": m.n_pred, "tp": m.tp}
             for t, m in per_type_prf(pred, gold).items()]
     return pd.DataFrame(rows, columns=["type", "precision", "recall", "f1", "n_gold", "n_pred", "tp"])
+
+
+def flat_scored_entities(pred: Mapping[int, Sequence[ScoredSpan]], texts: Mapping[int, str],
+                         labels: Sequence[str], decode: Mapping) -> dict[Entity, float]:
+    """``flat_entities`` with the score each entity was predicted with."""
+    return {(tid, s, e, labels[t]): float(v) for tid, spans in pred.items()
+            for s, e, t, v in decode_title(spans, texts[tid], decode)}
+
+
+ClassifiedEntity = tuple[str, Entity | None, Entity | None]  # error class, gold, prediction
+
+
+def classify_entities(pred: set[Entity], gold: set[Entity]) -> list[ClassifiedEntity]:
+    """Each prediction with its error class and the gold entity it is judged against (None
+    for a spurious one), then each missed gold entity with no prediction, in title order.
+
+    The class of an entity is whatever ``metrics.error_classes`` counts for that entity
+    alone, so these rows add up to its counts exactly and the two cannot drift apart. The
+    gold partner is the overlapping entity that decided the class: the one with the same
+    span (wrong_type), of the same type (wrong_boundary), or any (wrong_both); among
+    several, the one sharing most characters, then the leftmost.
+    """
+    gold_by_title: dict[int, set[Entity]] = {}
+    pred_by_title: dict[int, set[Entity]] = {}
+    for g in gold:
+        gold_by_title.setdefault(g[0], set()).add(g)
+    for p in pred:
+        pred_by_title.setdefault(p[0], set()).add(p)
+    rows: list[ClassifiedEntity] = []
+    for tid in sorted(gold_by_title.keys() | pred_by_title.keys()):
+        golds, preds = gold_by_title.get(tid, set()), pred_by_title.get(tid, set())
+        for p in preds:
+            counts = error_classes({p}, golds)
+            kind = next(c for c in ERROR_CLASSES if c != "missed" and counts[c])
+            rows.append((kind, _gold_partner(kind, p, golds), p))
+        rows += [("missed", g, None) for g in golds if error_classes(preds, {g})["missed"]]
+    return sorted(rows, key=_position)
+
+
+def _position(row: ClassifiedEntity) -> tuple:
+    kind, g, p = row
+    anchor = g or p
+    return (anchor[0], anchor[1], anchor[2], *(p[1:3] if p else (-1, -1)), kind)
+
+
+def _gold_partner(kind: str, p: Entity, golds: set[Entity]) -> Entity | None:
+    if kind == "exact":
+        return p
+    shared = {g: min(g[2], p[2]) - max(g[1], p[1]) + 1 for g in golds}
+    candidates = [g for g, n in shared.items() if n > 0 and (
+        kind == "wrong_both" or (kind == "wrong_type" and g[1:3] == p[1:3])
+        or (kind == "wrong_boundary" and g[3] == p[3]))]
+    return min(candidates, key=lambda g: (-shared[g], g[1], g[2], g[3]), default=None)

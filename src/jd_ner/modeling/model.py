@@ -60,6 +60,9 @@ class ModelSpec:
     # (final_fit; unevaluated)"
     trained_on: str = "train split"
     train_split: str | None = None  # digest of the train split's titles (which split it learnt)
+    # how it was trained: {"trick", "seed", "history": per-epoch records}, so a loaded model
+    # shows its own learning curve (None: a model saved before it was recorded)
+    training: dict | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -75,6 +75,54 @@ class Checkpoints(Protocol):
     def clear(self) -> None: ...
 
 
+def process_group() -> tuple[int, int]:
+    """This process's rank and the number of processes training together (0, 1 alone)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shard(batch: list[int], rank: int, world: int) -> tuple[list[int], float]:
+    """This rank's part of a global batch, and the factor its mean loss is scaled by.
+
+    Every rank draws the same global batches (same seed); rank r takes every world-th title
+    from position r. Gradients are then averaged over ranks, so scaling a rank's per-title
+    mean loss by ``len(part) * world / len(batch)`` makes the average the gradient of the
+    global batch's mean loss even when the parts differ in size. A rank left without a
+    title (a last batch smaller than the world) still takes part, with one title and factor 0.
+    """
+    part = batch[rank::world]
+    if not part:
+        return batch[:1], 0.0
+    return part, len(part) * world / len(batch)
+
+
+class _ObjectiveStep(torch.nn.Module):
+    """The model and its objective as one module, so DistributedDataParallel sees every
+    forward computation an objective makes (R-Drop's two passes, auxiliary heads...)."""
+
+    def __init__(self, model: torch.nn.Module, objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch):
+        return self.objective(self.model, batch)
+
+
+def describe_epoch(record: dict, epochs: int) -> str:
+    """One short line per epoch: the loss (and its other parts), dev P/R/F1, speed."""
+    parts = [f"{k.removeprefix('loss_')} {v:.4f}" for k, v in record.items()
+             if k.startswith("loss_") and k != "loss_main"]
+    line = f"epoch {record['epoch']}/{epochs}: loss {record.get('train_loss', float('nan')):.4f}"
+    line += f" ({', '.join(parts)})" if parts else ""
+    if "dev_f1" in record:
+        line += (f" · dev F1 {record['dev_f1']:.4f} (P {record.get('dev_precision', 0):.3f},"
+                 f" R {record.get('dev_recall', 0):.3f})")
+    if "masked_accuracy" in record:
+        line += f" · masked accuracy {record['masked_accuracy']:.3f}"
+    return line + f" · {record['train_titles_per_s']:.0f} titles/s, {record['train_seconds']:.0f} s"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -183,9 +231,21 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         raise ValueError("no training examples")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    rank, world = process_group()
+    main = rank == 0
     seed_everything(cfg.seed)
+    if world > 1:  # each rank its own dropout masks; batch order stays common (rng below)
+        torch.manual_seed(cfg.seed + rank)
     device = resolve_device(cfg.device)
     model.to(device)
+    if world > 1:
+        # DDP copies rank 0's weights to the others, then averages gradients in backward
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            _ObjectiveStep(model, objective),
+            device_ids=[device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda" else None)  # every trick uses all of its parameters
+    else:
+        step_module = _ObjectiveStep(model, objective)
     collate = collator_for(model)
     rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -201,7 +261,11 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     result = FitResult(best_epoch=0, best_score=float("-inf"), planned_epochs=epochs)
     best_state = None
     first_epoch, first_batch, batches, totals = 1, 0, None, {}
-    saved = checkpoints.load() if checkpoints is not None else None
+    saved = checkpoints.load() if checkpoints is not None and main else None
+    if world > 1:  # the others resume from rank 0's checkpoint: no shared disk needed
+        shared = [saved]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        saved = shared[0]
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -227,8 +291,13 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     step = (first_epoch - 1) * steps_per_epoch + first_batch
     for epoch in range(first_epoch, epochs + 1):
         # checked before each epoch, so a run resumed after its last checkpoint stops too
-        if (evaluate is not None and cfg.patience > 0 and result.best_epoch > 0
-                and epoch - 1 - result.best_epoch >= cfg.patience):
+        stop = (evaluate is not None and cfg.patience > 0 and result.best_epoch > 0
+                and epoch - 1 - result.best_epoch >= cfg.patience)
+        if world > 1:  # rank 0 alone evaluates: its decision holds for every rank
+            decision = torch.tensor([int(stop)], device=device)
+            torch.distributed.broadcast(decision, src=0)
+            stop = bool(decision.item())
+        if stop:
             result.stopped_early = True
             logger.info("no better %s for %d epochs: stopping after epoch %d of %d (best: %d)",
                         score_key, cfg.patience, epoch - 1, epochs, result.best_epoch)
@@ -238,19 +307,19 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         if batches is None:
             batches, totals = length_bucketed_batches(train, cfg.batch_size, rng), {}
         bar = tqdm(range(first_batch, len(batches)), desc=f"epoch {epoch}/{epochs}",
-                   unit="batch", disable=not cfg.progress, mininterval=5,
+                   unit="batch", disable=not (cfg.progress and main), mininterval=5,
                    initial=first_batch, total=len(batches))
         for b in bar:
-            idx = batches[b]
+            idx, factor = shard(batches[b], rank, world) if world > 1 else (batches[b], 1.0)
             batch = move(collate([train[i] for i in idx]), device)
             try:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss, parts = objective(model, batch)
+                    loss, parts = step_module(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, "
                                              f"batch {b}")
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(loss * factor if world > 1 else loss).backward()
             except RuntimeError as err:
                 if not _is_oom(err):
                     raise
@@ -266,19 +335,25 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
             scaler.update()
             scheduler.step()
             step += 1
+            titles = len(idx) if factor else 0  # an empty part's stand-in title counts 0
             for key, value in {"train_loss": loss.detach(), **parts}.items():
-                totals[key] = totals.get(key, 0.0) + float(value) * len(idx)
+                totals[key] = totals.get(key, 0.0) + float(value) * titles
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if on_step is not None:
+            if on_step is not None and main:
                 on_step(step, loss.item())
-            if (checkpoints is not None and checkpoints.every > 0
+            if (checkpoints is not None and main and checkpoints.every > 0
                     and step % checkpoints.every == 0 and b + 1 < len(batches)):
                 checkpoints.save(snapshot(epoch, b + 1))
+        if world > 1:  # the epoch's loss sums over every rank's titles
+            names = sorted(totals)
+            summed = torch.tensor([totals[k] for k in names], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(summed)
+            totals = dict(zip(names, summed.tolist(), strict=True))
         train_seconds = time.perf_counter() - start
         record = {"epoch": epoch, **{k: v / len(train) for k, v in totals.items()},
                   "train_seconds": train_seconds, "train_titles_per_s": len(train) / train_seconds,
                   "lr": scheduler.get_last_lr()[0]}
-        if evaluate is not None:
+        if evaluate is not None and main:
             eval_start = time.perf_counter()
             record.update(evaluate(model))
             record["eval_seconds"] = time.perf_counter() - eval_start
@@ -289,16 +364,16 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         else:  # nothing to select on: the last epoch is the model
             result.best_epoch = epoch
         result.history.append(record)
-        logger.info("epoch %d: %s", epoch, ", ".join(
-            f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
-        if on_epoch_end is not None:
+        if main:
+            logger.info("%s", describe_epoch(record, epochs))
+        if on_epoch_end is not None and main:
             on_epoch_end(record)
         batches, first_batch = None, 0
-        if checkpoints is not None:
+        if checkpoints is not None and main:
             checkpoints.save(snapshot(epoch + 1, 0))
     if best_state is not None:
         model.load_state_dict(best_state)
     model.to("cpu")
-    if checkpoints is not None:
+    if checkpoints is not None and main:
         checkpoints.clear()
     return result

@@ -14,6 +14,7 @@ stripping of zero-width or combining characters. Every problem is reported as an
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -226,6 +227,22 @@ def parse_bio(text: str, path: str, orphan: str = "repair") -> tuple[list[Title]
     return titles, report
 
 
+_TAGGED_LINE = re.compile(r"^.[ \t]+(O|[BIESM]-\S+)$")
+
+
+def _refuse_tagged_layout(lines: list[str], path: str) -> None:
+    """A BIO file given where raw titles belong (e.g. the train file as ``test_file``) would
+    otherwise fail on its first blank line as an "empty title": say what it is instead."""
+    sample = [(n, line) for n, line in enumerate(lines[:200], start=1) if line]
+    tagged = [n for n, line in sample if _TAGGED_LINE.match(line)]
+    if len(tagged) >= 3 and len(tagged) >= 0.9 * len(sample):
+        raise InputFormatError(
+            path, tagged[0],
+            "this is a tagged file ('<char> <tag>' per line, a blank line after each title), "
+            "not one raw title per line: give it as train_file, and a file of raw titles here",
+            content=lines[tagged[0] - 1])
+
+
 def parse_title_lines(text: str, path: str) -> tuple[list[Title], ParseReport]:
     """Parse a one-title-per-line file. Blank lines between titles are errors."""
     report = ParseReport()
@@ -236,6 +253,7 @@ def parse_title_lines(text: str, path: str) -> tuple[list[Title], ParseReport]:
     report.trailing_blank_lines = max(0, report.trailing_blank_lines - 1)  # the final newline
     if not lines:
         raise InputFormatError(path, None, "no titles found: the file is empty or blank")
+    _refuse_tagged_layout(lines, path)
     titles = []
     for line_no, line in enumerate(lines, start=1):
         if line == "":

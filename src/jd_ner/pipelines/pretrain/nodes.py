@@ -10,7 +10,7 @@ import time
 import pandas as pd
 
 from jd_ner.checkpoints import CheckpointStore
-from jd_ner.encoder_files import texts_digest
+from jd_ner.encoder_files import NOT_PRETRAINED, NotPretrained, SavedEncoder, texts_digest
 from jd_ner.encoding import encode_titles, examples_from_frame, titles_frame
 from jd_ner.lac_files import attach_lac
 from jd_ner.modeling.encoder import EncoderConfig
@@ -24,7 +24,7 @@ from jd_ner.modeling.training import NOT_IN_RUN_KEY, TrainConfig, fit, seed_ever
 from jd_ner.pipelines.ingest.nodes import parse_test_titles
 from jd_ner.text.bio import RawFile
 from jd_ner.text.vocab import build_bigram_vocab, build_char_vocab
-from jd_ner.tracking import log_metrics
+from jd_ner.tracking import log_epoch, log_tags
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,51 @@ def collect_unlabelled_titles(raw_files: list[RawFile], train: pd.DataFrame, dev
     return titles_frame(rows), report
 
 
+def pretraining_key(config: dict, params: dict, features: dict, texts) -> tuple[str, dict]:
+    """What a pretrained encoder depends on, and its digest: the encoder's settings, the
+    pretraining settings (run control such as resume, threads or device left out), the
+    window, and the titles. Two runs with the same key compute the same encoder."""
+    cfg = EncoderConfig(**{**config["model"]["encoder"], "init": "scratch"})
+    settings = {**{k: v for k, v in params.items() if k != "reuse"},
+                "optim": {k: v for k, v in params["optim"].items() if k not in NOT_IN_RUN_KEY}}
+    inputs = {"encoder": cfg.to_dict(), "pretrain": settings,
+              "window": [features["max_chars"], features["window_stride"]]}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()
+                            + "\n".join(texts).encode()).hexdigest()[:16]
+    return digest, inputs
+
+
+def _reusable(previous: SavedEncoder | None, key: str, inputs: dict) -> PretrainedEncoder | None:
+    """The newest saved encoder if it was pretrained with the same key, else None (logging
+    what differs, so a user knows why pretraining runs again)."""
+    if previous is None:
+        return None
+    try:
+        encoder = previous.load()
+    except ValueError as err:
+        logger.info("the newest pretrained encoder cannot be reused (%s): pretraining", err)
+        return None
+    if encoder.info.get("run_key") == key:
+        return encoder
+    if "run_inputs" not in encoder.info:
+        logger.info("the newest pretrained encoder (%s) records no settings (an earlier "
+                    "version made it): pretraining again", previous.directory.parent.name)
+        return None
+    before = encoder.info["run_inputs"]
+    differ = [f"{part}.{name}" for part in ("encoder", "pretrain")
+              for name in sorted(set(inputs[part]) | set(before.get(part, {})))
+              if inputs[part].get(name) != before.get(part, {}).get(name)]
+    differ += ["window"] * (inputs["window"] != before.get("window"))
+    logger.info("the newest pretrained encoder (%s) was made %s: pretraining again",
+                previous.directory.parent.name,
+                "with other settings: " + ", ".join(differ) if differ else "from other titles")
+    return None
+
+
 def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, config: dict,
-                          params: dict, features: dict,
-                          checkpoints: CheckpointStore) -> tuple[PretrainedEncoder, pd.DataFrame]:
+                          params: dict, features: dict, checkpoints: CheckpointStore,
+                          previous: SavedEncoder | None = None,
+                          ) -> tuple[PretrainedEncoder, pd.DataFrame]:
     """Masked-character pretraining of the encoder the run's training configuration
     describes (``trick`` presets applied, so ``trick=lac`` pretrains over LAC's states).
 
@@ -74,9 +116,22 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, 
     the train split lacks get pretrained embeddings too) and travel with it, with a digest
     of the train split it was made for: a training run on another split (whose dev or test
     titles it may have read) refuses it. Checkpointed and resumable like training.
+
+    With ``pretrain.reuse`` (the default), the newest saved encoder (``previous``) is
+    returned instead when it was pretrained on the same titles with the same settings
+    (:func:`pretraining_key`): it would come out the same, and pretraining the contest's
+    titles takes minutes.
     """
-    cfg = EncoderConfig(**{**config["model"]["encoder"], "init": "scratch"})
     texts = unlabelled["text"]
+    key, inputs = pretraining_key(config, params, features, texts)
+    reused = _reusable(previous, key, inputs) if params.get("reuse", True) else None
+    if reused is not None:
+        logger.info("reusing the pretrained encoder %s (same titles and settings: %s)",
+                    previous.directory.parent.name, reused.info.get("summary", ""))
+        log_tags({"pretrain_reused": previous.directory.parent.name,
+                  "pretrain_titles": len(unlabelled)})
+        return reused, pd.DataFrame(reused.info.get("history", []))
+    cfg = EncoderConfig(**inputs["encoder"])
     char_vocab = build_char_vocab(texts, int(params["char_min_count"]))
     bigram_vocab = build_bigram_vocab(texts, int(params["bigram_min_count"])) \
         if cfg.bigram_dim > 0 else None
@@ -92,17 +147,10 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, 
         logger.info("LAC-small (%s): %d of %d vocabulary characters unknown to it",
                     cfg.lac, report["unknown_to_lac"], report["vocabulary"])
     objective = masked_char_objective(float(params["mask_probability"]))
-    # what the result depends on; run control (resume, device, progress...) is left out
-    settings = {**params, "optim": {k: v for k, v in params["optim"].items()
-                                    if k not in NOT_IN_RUN_KEY}}
-    key = hashlib.sha256(json.dumps([cfg.to_dict(), settings, features["max_chars"],
-                                     features["window_stride"]], sort_keys=True, default=str)
-                         .encode() + "\n".join(texts).encode()).hexdigest()[:16]
     store = checkpoints.for_run(f"pretrain-{key}", optim.checkpoint_every, optim.resume)
     started = time.perf_counter()
     result = fit(model, examples, optim, objective, None,
-                 on_epoch_end=lambda rec: log_metrics(
-                     {f"pretrain_{k}": v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"]),
+                 on_epoch_end=lambda rec: log_epoch(rec, prefix="pretrain/"),
                  checkpoints=store)
     minutes = (time.perf_counter() - started) / 60
     last = result.history[-1]
@@ -112,10 +160,27 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, 
             "char_vocab_size": len(char_vocab),
             "bigram_vocab_size": len(bigram_vocab) if bigram_vocab else 0}
     info["train_split"] = texts_digest(train_titles["text"])
+    info.update(run_key=key, run_inputs=inputs, history=result.history)
     info["summary"] = (f"{info['titles']} titles, {info['epochs']} epochs, masked-character "
                        f"accuracy {info['final_masked_accuracy']:.3f}")
-    log_metrics({"pretrain_minutes": minutes, "pretrain_titles": len(unlabelled)})
+    log_tags({"pretrain_minutes": round(minutes, 2), "pretrain_titles": len(unlabelled)})
     logger.info("pretrained the character encoder: %s (%.1f min)", info["summary"], minutes)
     encoder = model.pretrained(info)
     encoder.info["weights_sha256"] = weights_digest(encoder.state)
     return encoder, pd.DataFrame(result.history)
+
+
+def char_encoder_for_training(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, config: dict,
+                              params: dict, features: dict, checkpoints: CheckpointStore,
+                              previous: SavedEncoder | None = None,
+                              ) -> tuple[PretrainedEncoder | NotPretrained, pd.DataFrame]:
+    """The train pipeline's pretraining step: what :func:`pretrain_char_encoder` gives when
+    the run starts from a pretrained encoder (``train.model.encoder.init: pretrained``, the
+    default) — the newest one reused when it matches, else a new one — and nothing when it
+    trains from scratch."""
+    if config["model"]["encoder"].get("init") != "pretrained":
+        logger.info("train.model.encoder.init is %r: no pretraining",
+                    config["model"]["encoder"].get("init"))
+        return NOT_PRETRAINED, pd.DataFrame(columns=["epoch"])
+    return pretrain_char_encoder(unlabelled, train_titles, config, params, features,
+                                 checkpoints, previous)

@@ -2,7 +2,10 @@ from kedro.pipeline import Pipeline, node
 
 from jd_ner.pipelines.train.nodes import resolve_training_config
 
-from .nodes import collect_unlabelled_titles, pretrain_char_encoder
+from .nodes import char_encoder_for_training, collect_unlabelled_titles, pretrain_char_encoder
+
+PRETRAIN_INPUTS = ["unlabelled_titles", "train_titles", "training_config", "params:pretrain",
+                   "params:features", "training_checkpoints", "previous_char_encoder"]
 
 
 def unlabelled_pipeline() -> Pipeline:
@@ -13,12 +16,20 @@ def unlabelled_pipeline() -> Pipeline:
     ])
 
 
+def training_encoder_pipeline() -> Pipeline:
+    """The train pipeline's pretraining step: the encoder a run starts from (reused when
+    one pretrained on the same titles with the same settings exists), none from scratch."""
+    return unlabelled_pipeline() + Pipeline([
+        node(char_encoder_for_training, PRETRAIN_INPUTS, ["char_encoder", "pretrain_history"],
+             name="char_encoder_for_training"),
+    ])
+
+
 def create_pipeline(**kwargs) -> Pipeline:
     return unlabelled_pipeline() + Pipeline([
         # the same node as in the train pipeline: `trick` shapes the encoder to pretrain
         node(resolve_training_config, ["params:trick", "params:train"], "training_config",
              name="resolve_training_config"),
-        node(pretrain_char_encoder, ["unlabelled_titles", "train_titles", "training_config",
-                                     "params:pretrain", "params:features", "training_checkpoints"],
-             ["char_encoder", "pretrain_history"], name="pretrain_char_encoder"),
+        node(pretrain_char_encoder, PRETRAIN_INPUTS, ["char_encoder", "pretrain_history"],
+             name="pretrain_char_encoder"),
     ])

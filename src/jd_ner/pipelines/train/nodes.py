@@ -13,6 +13,7 @@ import pandas as pd
 
 from jd_ner.checkpoints import CheckpointStore
 from jd_ner.config import resolve_trick
+from jd_ner.distributed import DistributedSettings, train_distributed
 from jd_ner.encoder_files import SavedEncoder, texts_digest
 from jd_ner.encoding import (
     examples_for_model,
@@ -38,7 +39,7 @@ from jd_ner.modeling.training import (
 )
 from jd_ner.modeling.tricks import build_objective
 from jd_ner.text.lexicon import LexiconMatcher, select_entries
-from jd_ner.tracking import log_metrics
+from jd_ner.tracking import active_run_reference, log_epoch, log_metrics, log_tags
 
 logger = logging.getLogger(__name__)
 
@@ -162,11 +163,11 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab
         logger.info("LAC-small (%s): %d of %d vocabulary characters unknown to it (e.g. %s)",
                     encoder.lac, report["unknown_to_lac"], report["vocabulary"],
                     "".join(report["unknown_examples"][:10]))
-        log_metrics({"lac_unknown_characters": report["unknown_to_lac"]})
+        log_tags({"lac_unknown_characters": report["unknown_to_lac"]})
     n_params = sum(p.numel() for p in model.parameters())
     head_params = sum(p.numel() for p in model.head.parameters())
     logger.info("model: %d parameters (%d in the %s head)", n_params, head_params, spec.head.kind)
-    log_metrics({"n_parameters": n_params, "n_head_parameters": head_params})
+    log_tags({"n_parameters": n_params, "n_head_parameters": head_params})
     return model
 
 
@@ -216,13 +217,37 @@ def pseudo_examples(model: NerModel, titles: pd.DataFrame, weight: float,
     return [replace(example, weight=weight) for example in examples_for_model(model, titles)]
 
 
+class DevEvaluator:
+    """Flat-BIO entity F1 (and P, R, raw-span F1, speed) of a model on the dev windows,
+    after each epoch. A class rather than a closure: it travels to a distributed run's
+    rank 0."""
+
+    def __init__(self, dev: list, dev_titles: pd.DataFrame, labels: list[str], decode: dict,
+                 optim: TrainConfig):
+        self.dev, self.labels, self.decode, self.optim = dev, list(labels), decode, optim
+        self.gold = gold_entities(dev_titles)
+        self.texts = dict(zip(dev_titles["title_id"].astype(int), dev_titles["text"], strict=True))
+
+    def __call__(self, model: NerModel) -> dict[str, float]:
+        start = time.perf_counter()
+        pred = predict_spans(model, self.dev, self.optim.eval_batch_size,
+                             resolve_device(self.optim.device), amp=self.optim.amp)
+        seconds = time.perf_counter() - start
+        flat = micro_prf(flat_entities(pred, self.texts, self.labels, self.decode), self.gold)
+        raw = micro_prf(raw_entities(pred, self.labels), self.gold)
+        return {**flat.as_dict("dev_"), "dev_raw_f1": raw.f1,
+                "dev_titles_per_s": len(self.texts) / seconds}
+
+
 def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
                 lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
                 checkpoints: CheckpointStore,
                 pseudo_titles: pd.DataFrame | None = None) -> tuple[NerModel, pd.DataFrame]:
     """Train, evaluating flat-BIO entity F1 on dev after each epoch; keep the best epoch.
 
-    Per-epoch metrics go to MLflow as they come, so a long run can be watched. The run
+    Per-epoch metrics go to MLflow as they come, so a long run can be watched. With
+    ``train.distributed`` (more than one process) it trains under torchrun and
+    DistributedDataParallel (``jd_ner.distributed``); rank 0's weights come back here. The run
     checkpoints itself and, if interrupted, resumes when started again with the same
     settings and data (``train.optim.resume``). With an empty dev split (``final_fit``)
     nothing is selected: the model of the last epoch is kept and marked unevaluated.
@@ -274,19 +299,7 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     if not final_fit:
         dev = examples_from_frame(dev_input, **sequences(
             dev_input, lambda frame: lexicon_table(model, frame)))
-        gold = gold_entities(dev_titles)
-        texts = dict(zip(dev_titles["title_id"].astype(int), dev_titles["text"], strict=True))
-        labels = model.labels
-        device = resolve_device(optim.device)
-
-        def evaluate(m: NerModel) -> dict[str, float]:
-            start = time.perf_counter()
-            pred = predict_spans(m, dev, optim.eval_batch_size, device, amp=optim.amp)
-            seconds = time.perf_counter() - start
-            flat = micro_prf(flat_entities(pred, texts, labels, decode), gold)
-            raw = micro_prf(raw_entities(pred, labels), gold)
-            return {**flat.as_dict("dev_"), "dev_raw_f1": raw.f1,
-                    "dev_titles_per_s": len(dev_titles) / seconds}
+        evaluate = DevEvaluator(dev, dev_titles, model.labels, decode, optim)
     else:
         model.spec.trained_on = "all labelled titles (final_fit; unevaluated)"
         logger.warning("final_fit: no dev split, so no epoch is selected: training %s epochs "
@@ -298,12 +311,22 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
                                                     else [])], model.spec.to_dict(), decode)
     store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
     started = time.perf_counter()
-    result = fit(model, train, optim, objective, evaluate,
-                 on_epoch_end=lambda rec: log_metrics(rec, step=rec["epoch"]), checkpoints=store)
+    distributed = DistributedSettings(**config.get("distributed", {}))
+    if distributed.world_size > 1:
+        result = train_distributed(model, train, optim, objective, evaluate, store, distributed,
+                                   tracking=active_run_reference())
+    else:
+        result = fit(model, train, optim, objective, evaluate,
+                     on_epoch_end=log_epoch,
+                     checkpoints=store)
     minutes = (time.perf_counter() - started) / 60
-    log_metrics({"best_dev_f1": result.best_score, "best_epoch": result.best_epoch,
-                 "planned_epochs": result.planned_epochs, "stopped_early": int(result.stopped_early),
-                 "train_minutes": minutes})
+    model.spec.training = {"trick": config["trick"], "seed": optim.seed,
+                           "history": result.history}
+    if result.best_epoch and not final_fit:  # the selected epoch's dev numbers, plain names
+        best = result.history[[r["epoch"] for r in result.history].index(result.best_epoch)]
+        log_metrics({k: best[k] for k in ("dev_f1", "dev_precision", "dev_recall") if k in best})
+    log_tags({"best_epoch": result.best_epoch, "planned_epochs": result.planned_epochs,
+              "stopped_early": result.stopped_early, "train_minutes": round(minutes, 2)})
     logger.info("%s (%.1f min%s)", f"best dev F1 {result.best_score:.4f} at epoch {result.best_epoch}"
                 f" of {len(result.history)} (planned {result.planned_epochs})"
                 if not final_fit else f"final fit: kept epoch {result.best_epoch}", minutes,

@@ -265,6 +265,8 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
     monkeypatch.chdir(project)
     bootstrap_project(project)
     params = {**TINY_RUN, "trick": trick}
+    if trick == "awp":  # attack from the first (here the only) epoch
+        params["train"] = {**TINY_RUN["train"], "adversarial": {"awp_start_epoch": 1}}
     if trick == "pretrained":  # a pretrain run's encoder, which the train pipeline reuses
         with KedroSession.create(project_path=project, runtime_params=TINY_RUN) as session:
             session.run(pipeline_names=["pretrain"])
@@ -319,6 +321,12 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
         "lac": lambda: "encoder.lac.embedding.weight" in names and not lac_weights_trained(model_dir),
         "lac_finetune": lambda: lac_weights_trained(model_dir),
         "words": lambda: "words.embedding.weight" in names,
+        "fgm": lambda: row["loss_adversarial"] > row["loss_main"] * 0.5,
+        "pgd": lambda: row["loss_adversarial"] > 0,
+        "awp": lambda: row["loss_adversarial"] > 0,
+        # the formulas are pinned in test_contest_tricks; here: they ran through Kedro
+        "ema": lambda: config["averaging"]["method"] == "ema",
+        "swa": lambda: config["averaging"]["method"] == "swa",
     }
     assert expected[trick](), (trick, row.to_dict())
 

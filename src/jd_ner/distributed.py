@@ -71,7 +71,7 @@ class DistributedSettings:
 
 def train_distributed(model, train, cfg, objective, evaluate, checkpoints,
                       settings: DistributedSettings, tracking: dict | None = None,
-                      keep_gradients: bool = False):
+                      keep_gradients: bool = False, adversarial=None, averaging=None):
     """Run :func:`jd_ner.modeling.training.fit` on ``settings.world_size`` processes;
     ``model`` ends with rank 0's selected weights, and rank 0's ``FitResult`` is returned.
 
@@ -83,7 +83,8 @@ def train_distributed(model, train, cfg, objective, evaluate, checkpoints,
     with tempfile.TemporaryDirectory(prefix="jd_ner-ddp-") as tmp:
         torch.save({"model": model, "train": list(train), "cfg": cfg, "objective": objective,
                     "evaluate": evaluate, "checkpoints": checkpoints, "tracking": tracking,
-                    "keep_gradients": keep_gradients, "backend": settings.backend},
+                    "keep_gradients": keep_gradients, "backend": settings.backend,
+                    "adversarial": adversarial, "averaging": averaging},
                    Path(tmp) / PAYLOAD)
         command = [sys.executable, "-m", "torch.distributed.run", *settings.torchrun_args(),
                    "-m", "jd_ner.distributed", "--payload", tmp,
@@ -134,7 +135,8 @@ def worker(payload_dir: str | None, backend: str) -> None:
         result = fit(model, work["train"], work["cfg"], work["objective"],
                      work["evaluate"] if main else None,
                      on_epoch_end=run_logger(work["tracking"]) if main else None,
-                     checkpoints=work["checkpoints"] if main else None)
+                     checkpoints=work["checkpoints"] if main else None,
+                     adversarial=work["adversarial"], averaging=work["averaging"])
         if main:
             gradients = {n: p.grad.detach().cpu() for n, p in model.named_parameters()
                          if p.grad is not None} if work["keep_gradients"] else {}

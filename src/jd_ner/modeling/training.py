@@ -7,6 +7,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from jd_ner.modeling.adversarial import AdversarialConfig, Adversary
+from jd_ner.modeling.averaging import EMA, SWA, AveragingConfig, build_averager
 from jd_ner.modeling.batching import Example, length_bucketed_batches, move
 from jd_ner.modeling.device import autocast_dtype, resolve_device
 from jd_ner.modeling.model import NerModel
@@ -61,6 +64,7 @@ class FitResult:
     planned_epochs: int = 0  # the schedule's length
     stopped_early: bool = False  # patience ended the run before planned_epochs
     resumed_from: str | None = None  # "epoch E, batch B" when a checkpoint was resumed
+    averaged_epochs: tuple[int, int] | None = None  # SWA: the first and last epoch averaged
 
 
 class Checkpoints(Protocol):
@@ -215,7 +219,9 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         evaluate: Callable[[NerModel], dict[str, float]] | None,
         on_epoch_end: Callable[[dict], None] | None = None,
         on_step: Callable[[int, float], None] | None = None,
-        score_key: str = "dev_f1", checkpoints: Checkpoints | None = None) -> FitResult:
+        score_key: str = "dev_f1", checkpoints: Checkpoints | None = None,
+        adversarial: AdversarialConfig | None = None,
+        averaging: AveragingConfig | None = None) -> FitResult:
     """Train ``model`` in place; at the end it holds the weights of its best epoch.
 
     ``evaluate(model)`` returns dev metrics after each epoch, ``score_key`` among them
@@ -226,6 +232,10 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     states, position in the epoch, best epoch so far) is saved every ``checkpoints.every``
     steps and at each epoch end, and a saved state is resumed from: the result is the
     same as an uninterrupted run's.
+
+    ``adversarial`` attacks each step (``jd_ner.modeling.adversarial``); ``averaging`` keeps
+    an EMA of the weights (dev scored and the model selected with it) or averages the last
+    epochs' weights into the returned model (SWA; ``jd_ner.modeling.averaging``).
     """
     if not train:
         raise ValueError("no training examples")
@@ -246,6 +256,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
             if device.type == "cuda" else None)  # every trick uses all of its parameters
     else:
         step_module = _ObjectiveStep(model, objective)
+    adversary = Adversary(adversarial, model) if adversarial is not None else None
+    averager = build_averager(averaging, model) if averaging is not None else None
     collate = collator_for(model)
     rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -277,6 +289,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         result.best_score, result.best_epoch = saved["best_score"], saved["best_epoch"]
         result.history = saved["history"]
         best_state = saved["best_state"]
+        if averager is not None:
+            averager.load_state_dict(saved["averaging"])
         result.resumed_from = f"epoch {first_epoch}, batch {first_batch}"
         logger.info("resuming from a checkpoint at %s", result.resumed_from)
 
@@ -286,7 +300,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
                 "rng": _rng_state(rng), "epoch": epoch, "next_batch": next_batch,
                 "batches": batches, "totals": totals, "best_score": result.best_score,
                 "best_epoch": result.best_epoch, "history": result.history,
-                "best_state": best_state}
+                "best_state": best_state,
+                "averaging": averager.state_dict() if averager is not None else None}
 
     step = (first_epoch - 1) * steps_per_epoch + first_batch
     for epoch in range(first_epoch, epochs + 1):
@@ -319,7 +334,17 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, "
                                              f"batch {b}")
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss * factor if world > 1 else loss).backward()
+                scaled = loss * factor if world > 1 else loss
+                if adversary is None:
+                    scaler.scale(scaled).backward()
+                else:
+                    def again(batch=batch, factor=factor):  # the loss at the attacked point
+                        with torch.autocast(device.type, dtype=amp_dtype,
+                                            enabled=amp_dtype is not None):
+                            return step_module(batch)[0] * factor
+                    adv = adversary.backward(scaled, again, scaler.scale, epoch, model)
+                    if adv is not None:
+                        parts = {**parts, "loss_adversarial": adv / factor if factor else 0.0}
             except RuntimeError as err:
                 if not _is_oom(err):
                     raise
@@ -334,6 +359,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if isinstance(averager, EMA):
+                averager.update(model)
             step += 1
             titles = len(idx) if factor else 0  # an empty part's stand-in title counts 0
             for key, value in {"train_loss": loss.detach(), **parts}.items():
@@ -353,16 +380,24 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         record = {"epoch": epoch, **{k: v / len(train) for k, v in totals.items()},
                   "train_seconds": train_seconds, "train_titles_per_s": len(train) / train_seconds,
                   "lr": scheduler.get_last_lr()[0]}
+        if isinstance(averager, SWA):
+            averager.add(model, epoch)
+        # with an EMA, dev scores (and the selection keeps) the averaged weights
+        weights = averager.applied(model) if isinstance(averager, EMA) else nullcontext(model)
         if evaluate is not None and main:
             eval_start = time.perf_counter()
-            record.update(evaluate(model))
-            record["eval_seconds"] = time.perf_counter() - eval_start
-            score = record[score_key]
-            if score > result.best_score:
-                result.best_score, result.best_epoch = score, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            with weights:
+                record.update(evaluate(model))
+                record["eval_seconds"] = time.perf_counter() - eval_start
+                score = record[score_key]
+                if score > result.best_score:
+                    result.best_score, result.best_epoch = score, epoch
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:  # nothing to select on: the last epoch is the model
             result.best_epoch = epoch
+            if isinstance(averager, EMA):
+                with weights:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(record)
         if main:
             logger.info("%s", describe_epoch(record, epochs))
@@ -371,6 +406,16 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         batches, first_batch = None, 0
         if checkpoints is not None and main:
             checkpoints.save(snapshot(epoch + 1, 0))
+    if isinstance(averager, SWA) and averager.snapshots:
+        # the mean of the last epochs is the model, whatever epoch dev preferred
+        model.load_state_dict(averager.average(), strict=False)
+        first, last = averager.epochs[0], averager.epochs[-1]
+        result.averaged_epochs = (first, last)
+        best_state = None
+        if evaluate is not None and main:
+            result.best_score = evaluate(model)[score_key]
+            logger.info("SWA of epochs %d-%d: %s %.4f", first, last, score_key, result.best_score)
+        result.best_epoch = last
     if best_state is not None:
         model.load_state_dict(best_state)
     model.to("cpu")

@@ -27,6 +27,8 @@ from jd_ner.encoding import (
 from jd_ner.evaluation import flat_entities, raw_entities
 from jd_ner.lac_files import attach_lac
 from jd_ner.metrics import micro_prf
+from jd_ner.modeling.adversarial import AdversarialConfig
+from jd_ner.modeling.averaging import AveragingConfig
 from jd_ner.modeling.encoder import EncoderConfig
 from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
@@ -312,13 +314,14 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
     started = time.perf_counter()
     distributed = DistributedSettings(**config.get("distributed", {}))
+    tricks = {"adversarial": AdversarialConfig(**config.get("adversarial", {})),
+              "averaging": AveragingConfig(**config.get("averaging", {}))}
     if distributed.world_size > 1:
         result = train_distributed(model, train, optim, objective, evaluate, store, distributed,
-                                   tracking=active_run_reference())
+                                   tracking=active_run_reference(), **tricks)
     else:
-        result = fit(model, train, optim, objective, evaluate,
-                     on_epoch_end=log_epoch,
-                     checkpoints=store)
+        result = fit(model, train, optim, objective, evaluate, on_epoch_end=log_epoch,
+                     checkpoints=store, **tricks)
     minutes = (time.perf_counter() - started) / 60
     model.spec.training = {"trick": config["trick"], "seed": optim.seed,
                            "history": result.history}

@@ -63,6 +63,8 @@ def measure_one(args: argparse.Namespace) -> dict:
     from jd_ner.config import resolve_trick
     from jd_ner.encoder_files import SavedEncoder
     from jd_ner.encoding import examples_for_model
+    from jd_ner.modeling.adversarial import AdversarialConfig
+    from jd_ner.modeling.averaging import AveragingConfig
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
     from jd_ner.modeling.tricks import build_objective
     from jd_ner.pipelines.evaluate.nodes import predict_titles
@@ -105,7 +107,9 @@ def measure_one(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     # One epoch through the real training loop; the no-op evaluation keeps it to training.
     record = fit(model, examples, optim, build_objective(config["objective"], model),
-                 lambda m: {"dev_f1": 0.0}).history[0]
+                 lambda m: {"dev_f1": 0.0},
+                 adversarial=AdversarialConfig(**config.get("adversarial", {})),
+                 averaging=AveragingConfig(**config.get("averaging", {}))).history[0]
     model.to(device)
 
     if args.predict_file:

@@ -121,6 +121,65 @@ def test_awp_moves_weights_within_their_relative_bound_and_restores_them():
     assert not adversary.active(1)  # before awp_start_epoch (2): plain steps
 
 
+def grads_of(model, loss_fn):
+    params = list(model.parameters())
+    return torch.autograd.grad(loss_fn(), params, allow_unused=True)
+
+
+def test_pgd_step_gradient_is_the_mean_of_clean_and_last_attacked_gradients():
+    model, objective, train = tiny()
+    batch = batch_of(model, train)
+    eps, alpha, steps = 0.5, 0.3, 3
+    # by hand: K steps of r <- proj(r + alpha * g / |g|) per table, g taken at the current
+    # point (the clean gradient first); the gradient kept is the clean one's and the last's
+    reference = copy.deepcopy(model)
+    tables = embedding_parameters(reference)
+    index = {id(p): i for i, p in enumerate(reference.parameters())}
+    start = {n: p.detach().clone() for n, p in tables.items()}
+    clean = grads_of(reference, lambda: objective(reference, batch)[0])
+    g = clean
+    for _ in range(steps):
+        with torch.no_grad():
+            for name, param in tables.items():
+                d = g[index[id(param)]]
+                r = param + alpha * d / d.norm() - start[name]
+                if r.norm() > eps:
+                    r = r * (eps / r.norm())
+                param.copy_(start[name] + r)
+        g = grads_of(reference, lambda: objective(reference, batch)[0])
+    adversary = Adversary(AdversarialConfig(method="pgd", epsilon=eps, alpha=alpha, steps=steps),
+                          model)
+    adversary.backward(objective(model, batch)[0], lambda: objective(model, batch)[0],
+                       lambda x: x, 1, model)
+    for param, c, last in zip(model.parameters(), clean, g, strict=True):
+        if c is not None:
+            torch.testing.assert_close(param.grad, 0.5 * (c + last), rtol=1e-4, atol=1e-6)
+
+
+def test_awp_raises_the_loss():
+    model, objective, train = tiny()
+    batch = batch_of(model, train)
+    clean = objective(model, batch)[0].item()
+    adversary = Adversary(AdversarialConfig(method="awp", awp_lr=1.0, awp_epsilon=0.05), model)
+    adv = adversary.backward(objective(model, batch)[0], lambda: objective(model, batch)[0],
+                             lambda x: x, 2, model)
+    assert adv > clean
+
+
+@pytest.mark.parametrize("attack", [dict(method="fgm", epsilon=0.0),
+                                    dict(method="pgd", epsilon=0.0, alpha=0.0, steps=2),
+                                    dict(method="awp", awp_lr=0.0, awp_start_epoch=1)])
+def test_an_attack_of_size_zero_leaves_the_gradient_unchanged(attack):
+    model, objective, train = tiny()
+    batch = batch_of(model, train)
+    plain = grads_of(model, lambda: objective(model, batch)[0])
+    Adversary(AdversarialConfig(**attack), model).backward(
+        objective(model, batch)[0], lambda: objective(model, batch)[0], lambda x: x, 1, model)
+    for param, expected in zip(model.parameters(), plain, strict=True):
+        if expected is not None:
+            assert torch.equal(param.grad, expected)  # not 2x, 1.5x...
+
+
 @pytest.mark.parametrize("attack", [dict(method="fgm", epsilon=0.0),
                                     dict(method="pgd", epsilon=0.0, alpha=0.0, steps=2),
                                     dict(method="awp", awp_lr=0.0, awp_start_epoch=1)])

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from jd_ner.distributed import DistributedSettings, train_distributed
+from jd_ner.modeling.adversarial import AdversarialConfig
+from jd_ner.modeling.averaging import AveragingConfig
 from jd_ner.modeling.batching import Example
 from jd_ner.modeling.training import TrainConfig, fit, shard
 from jd_ner.modeling.tricks import build_objective
@@ -50,6 +52,8 @@ def tiny_model(chars: dict, bigrams: dict, trick: str = "scratch"):
     torch.manual_seed(0)
     model = build_model(config, chars, bigrams, None, None, {}, {"labels": ["4", "b"]},
                         tiny_features(), None)
+    model.tricks = {"adversarial": AdversarialConfig(**config["adversarial"]),
+                    "averaging": AveragingConfig(**config["averaging"])}
     return model, build_objective(config["objective"], model)
 
 
@@ -57,7 +61,7 @@ CFG = TrainConfig(epochs=2, batch_size=3, learning_rate=1e-2, amp=False, progres
                   device="cpu", warmup_ratio=0.0, patience=0, resume="never")
 
 
-@pytest.mark.parametrize("trick", ["scratch", "boundary+main_entity"])
+@pytest.mark.parametrize("trick", ["scratch", "boundary+main_entity", "fgm+ema"])
 def test_two_gloo_processes_take_the_same_steps_as_one_process(trick):
     # 10 titles in batches of 3 and 1: parts of 2 and 1 titles (unequal), and of 1 and 0
     # (an empty part)
@@ -65,10 +69,11 @@ def test_two_gloo_processes_take_the_same_steps_as_one_process(trick):
     cfg = CFG
     single, objective = tiny_model(chars, bigrams, trick)
     twin = copy.deepcopy(single)
-    alone = fit(single, train, cfg, objective, None)
+    tricks = single.tricks
+    alone = fit(single, train, cfg, objective, None, **tricks)
     together = train_distributed(twin, train, cfg, objective, None, None,
                                  DistributedSettings(nproc_per_node=2, backend="gloo"),
-                                 keep_gradients=True)
+                                 keep_gradients=True, **tricks)
     # the last step's gradients (averaged over the ranks) and every updated weight
     for (name, a), (_, b) in zip(single.named_parameters(), twin.named_parameters(), strict=True):
         assert (a.grad is None) == (b.grad is None), name

@@ -155,10 +155,12 @@ def test_the_pretraining_checkpoint_key_ignores_run_control_only(tmp_path):
 
 
 def test_a_matching_saved_encoder_is_reused_and_any_other_setting_pretrains_again(tmp_path, caplog):
+    import time
+
     from kedro.io import Version
 
-    from jd_ner.datasets import PretrainedEncoderDataset
-    from jd_ner.encoder_files import NOT_PRETRAINED
+    from jd_ner.datasets import PretrainedEncoderDataset, SavedEncodersDataset
+    from jd_ner.encoder_files import NEWEST_REUSED, NOT_PRETRAINED
     from jd_ner.pipelines.pretrain.nodes import char_encoder_for_training
 
     def params(**changes):
@@ -166,42 +168,48 @@ def test_a_matching_saved_encoder_is_reused_and_any_other_setting_pretrains_agai
                 "optim": {"epochs": 1, "batch_size": 8, "amp": False, "progress": False,
                           "device": "cpu", "resume": "never"}, **changes}
 
-    config = {"model": {"encoder": {**TINY_MODEL["encoder"], "init": "pretrained"}}}
-    store = CheckpointStore(str(tmp_path / "ckpt"))
-    dataset = PretrainedEncoderDataset(str(tmp_path / "enc"), Version(None, None))
-    first, history = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), config,
-                                               params(), tiny_features(), store, None)
-    dataset.save(first)
-    previous = PretrainedEncoderDataset(str(tmp_path / "enc"), Version(None, None)).load()
-    with caplog.at_level("INFO"):
-        again, history_again = char_encoder_for_training(
-            titles(TEXTS), titles(TEXTS[:1]), config, {**params(), "optim": {
-                **params()["optim"], "threads": 1, "progress": True}},  # run control only
-            tiny_features(), store, previous)
-    assert "reusing the pretrained encoder" in caplog.text
-    assert again.info["weights_sha256"] == first.info["weights_sha256"]
-    assert all(torch.equal(again.state[k], v) for k, v in first.state.items())
+    def save(encoder):
+        PretrainedEncoderDataset(str(tmp_path / "char_encoder"), Version(None, None)).save(encoder)
+        time.sleep(0.01)  # versions are named by the millisecond
+
+    def saved():
+        return SavedEncodersDataset(str(tmp_path / "char_encoder")).load()
+
+    def run(texts=TEXTS, train=TEXTS[:1], config=None, **changes):
+        config = config or {"model": {"encoder": {**TINY_MODEL["encoder"], "init": "pretrained"}}}
+        return char_encoder_for_training(titles(texts), titles(train), config, params(**changes),
+                                         tiny_features(), CheckpointStore(str(tmp_path / "ckpt")),
+                                         saved())
+
+    first, history = run()
+    save(first)
+    with caplog.at_level("INFO"):  # run control only: the newest is reused as it is
+        again, history_again = run(optim={**params()["optim"], "threads": 1, "progress": True})
+    assert "reusing the pretrained encoder" in caplog.text and again is NEWEST_REUSED
     pd.testing.assert_frame_equal(history_again, history)
     caplog.clear()
     with caplog.at_level("INFO"):
-        other, _ = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), config,
-                                             params(mask_probability=0.3), tiny_features(),
-                                             store, previous)
+        other, _ = run(mask_probability=0.3)
     assert "other settings: pretrain.mask_probability" in caplog.text
     assert other.info["run_key"] != first.info["run_key"]
-    refused, _ = char_encoder_for_training(titles(TEXTS[1:]), titles(TEXTS[1:2]), config,
-                                           params(), tiny_features(), store, previous)
-    assert refused.info["run_key"] != first.info["run_key"]  # other titles
-    fresh, _ = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), config,
-                                         params(reuse=False), tiny_features(), store, previous)
-    assert fresh.info["run_key"] == first.info["run_key"] and fresh is not again
+    save(other)  # now the newest; the first is still found, loaded and saved as the newest
+    older, _ = run()
+    assert older.info["weights_sha256"] == first.info["weights_sha256"]
+    assert all(torch.equal(older.state[k], v) for k, v in first.state.items())
+    for texts, train in ((TEXTS[1:], TEXTS[1:2]), (TEXTS, TEXTS[1:2])):  # titles, split
+        assert run(texts, train)[0].info["run_key"] != first.info["run_key"]
+    fresh, _ = run(reuse=False)
+    assert fresh.info["run_key"] == first.info["run_key"] and fresh is not older
     scratch = {"model": {"encoder": {**TINY_MODEL["encoder"], "init": "scratch"}}}
-    nothing, _ = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), scratch, params(),
-                                           tiny_features(), store, previous)
+    nothing, _ = run(config=scratch)
     assert nothing is NOT_PRETRAINED
-    versions = len(list((tmp_path / "enc").iterdir()))
-    PretrainedEncoderDataset(str(tmp_path / "enc"), Version(None, None)).save(nothing)
-    assert len(list((tmp_path / "enc").iterdir())) == versions  # nothing written
+    hugging_face = char_encoder_for_training(titles(TEXTS), titles(TEXTS[:1]), {"model": {
+        "encoder": {"init": "pretrained"}}}, params(), tiny_features(), None, [], "/models/x")[0]
+    assert hugging_face is NOT_PRETRAINED
+    versions = len(saved())
+    for marker in (nothing, again):
+        save(marker)
+    assert len(saved()) == versions  # nothing written
 
 
 # --- the unlabelled titles -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Ve
 from jd_ner.checkpoints import CheckpointStore
 from jd_ner.encoder_files import CONFIG as ENCODER_CONFIG
 from jd_ner.encoder_files import (
-    NotPretrained,
+    NothingToSave,
     SavedEncoder,
     save_pretrained_encoder,
     write_folder_atomically,
@@ -135,10 +135,31 @@ class PretrainedEncoderDataset(_VersionedPath):
         def save(self, data) -> None:
             # a run from scratch pretrained nothing: no version is made, and Kedro's check
             # that the version just saved is the newest does not apply
-            if not isinstance(data, NotPretrained):
+            if not isinstance(data, NothingToSave):
                 versioned(self, data)
 
         return save
+
+
+class SavedEncodersDataset(AbstractDataset[None, list]):
+    """Every saved version of the pretrained encoder, newest first (read-only): a
+    pretraining step reuses one made from the same titles and settings."""
+
+    def __init__(self, path: str, metadata: dict | None = None):
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def load(self) -> list[SavedEncoder]:
+        if not self._path.is_dir():
+            return []
+        folders = sorted((v / self._path.name for v in self._path.iterdir()), reverse=True)
+        return [SavedEncoder(f) for f in folders if (f / ENCODER_CONFIG).is_file()]
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("the saved encoders are listed here, and written as char_encoder")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
 
 
 class OptionalTitlesDataset(_VersionedPath):

@@ -30,7 +30,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -48,7 +49,8 @@ class DistributedSettings:
     nnodes: int = 1  # machines; the others join with torchrun (module docstring)
     master_addr: str = "127.0.0.1"  # this machine, as the others reach it (nnodes > 1)
     master_port: int = 29500  # (nnodes > 1; one machine picks a free port itself)
-    backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    backend: str = "auto"  # auto: nccl when training on CUDA, gloo on CPU
+    timeout_minutes: int = 30  # how long a rank waits for the others before failing
 
     def __post_init__(self) -> None:
         if self.nproc_per_node < 1 or self.nnodes < 1:
@@ -81,14 +83,18 @@ def train_distributed(model, train, cfg, objective, evaluate, checkpoints,
     leaves them on the parameters), to check the arithmetic.
     """
     with tempfile.TemporaryDirectory(prefix="jd_ner-ddp-") as tmp:
+        from jd_ner.modeling.device import resolve_device
+
+        backend = settings.backend if settings.backend != "auto" else (
+            "nccl" if resolve_device(cfg.device).type == "cuda" else "gloo")
         torch.save({"model": model, "train": list(train), "cfg": cfg, "objective": objective,
                     "evaluate": evaluate, "checkpoints": checkpoints, "tracking": tracking,
                     "keep_gradients": keep_gradients, "backend": settings.backend,
                     "adversarial": adversarial, "averaging": averaging},
                    Path(tmp) / PAYLOAD)
         command = [sys.executable, "-m", "torch.distributed.run", *settings.torchrun_args(),
-                   "-m", "jd_ner.distributed", "--payload", tmp,
-                   f"--backend={settings.backend}"]
+                   "-m", "jd_ner.distributed", "--payload", tmp, f"--backend={backend}",
+                   f"--timeout-minutes={settings.timeout_minutes}"]
         logger.info("training on %d processes: %s", settings.world_size, " ".join(command))
         done = subprocess.run(command, check=False)
         if done.returncode != 0 or not (Path(tmp) / RESULT).is_file():
@@ -108,7 +114,7 @@ def _backend(name: str) -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
-def worker(payload_dir: str | None, backend: str) -> None:
+def worker(payload_dir: str | None, backend: str, timeout_minutes: int = 30) -> None:
     """One torchrun process: join the group, receive the work from rank 0, train."""
     import torch.distributed as dist
 
@@ -122,7 +128,7 @@ def worker(payload_dir: str | None, backend: str) -> None:
     backend = _backend(backend)
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend)
+    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
     try:
         box = [torch.load(Path(payload_dir) / PAYLOAD, map_location="cpu", weights_only=False)
                if rank == 0 else None]
@@ -131,8 +137,11 @@ def worker(payload_dir: str | None, backend: str) -> None:
         main = rank == 0
         if main:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
-        model = work["model"]
-        result = fit(model, work["train"], work["cfg"], work["objective"],
+        model, cfg = work["model"], work["cfg"]
+        if torch.cuda.is_available() and cfg.device != "cpu":  # one GPU per local rank
+            torch.cuda.set_device(local_rank)
+            cfg = replace(cfg, device=f"cuda:{local_rank}")
+        result = fit(model, work["train"], cfg, work["objective"],
                      work["evaluate"] if main else None,
                      on_epoch_end=run_logger(work["tracking"]) if main else None,
                      checkpoints=work["checkpoints"] if main else None,
@@ -152,9 +161,11 @@ def worker(payload_dir: str | None, backend: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="a jd_ner training process under torchrun")
     parser.add_argument("--payload", help="the exchange folder (rank 0, set by train_model)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "nccl", "gloo"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "nccl", "gloo"],
+                        help="as node 0's (auto: nccl when CUDA is available)")
+    parser.add_argument("--timeout-minutes", type=int, default=30)
     args = parser.parse_args(argv)
-    worker(args.payload, args.backend)
+    worker(args.payload, args.backend, args.timeout_minutes)
 
 
 if __name__ == "__main__":

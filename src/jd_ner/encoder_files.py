@@ -79,6 +79,11 @@ class SavedEncoder:
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
 
+    @property
+    def info(self) -> dict:
+        """What it was pretrained on and how (config.json only, no weights)."""
+        return json.loads((self.directory / CONFIG).read_text(encoding="utf-8")).get("info", {})
+
     def load(self):
         return load_pretrained_encoder(self.directory)
 
@@ -86,12 +91,16 @@ class SavedEncoder:
         return f"SavedEncoder({str(self.directory)!r})"
 
 
-class NotPretrained:
-    """What the train pipeline's pretraining step gives for a run that trains from scratch:
-    there is nothing to save, and the saved encoders are left as they are."""
+class NothingToSave:
+    """What a pretraining step gives when no new encoder version is needed: a run that
+    trains from scratch, or one that reuses the newest saved encoder as it is."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
 
     def __repr__(self) -> str:
-        return "NotPretrained()"
+        return f"NothingToSave({self.reason!r})"
 
 
-NOT_PRETRAINED = NotPretrained()
+NOT_PRETRAINED = NothingToSave("no pretrained encoder needed")
+NEWEST_REUSED = NothingToSave("the newest saved encoder is reused")

@@ -13,6 +13,7 @@ short summary: model, F1, where the submission and reports are, the MLflow run.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from kedro.framework.hooks import hook_impl
@@ -57,6 +58,7 @@ class MlflowArtifactsHook:
         self._summary: dict | None = None
         self._saved: dict[str, Path] = {}
         self._tagged = False
+        self._runner = "SequentialRunner"
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
@@ -66,6 +68,10 @@ class MlflowArtifactsHook:
     def before_pipeline_run(self, run_params: dict, pipeline) -> None:
         self._reset()
         self._pipelines = list(run_params.get("pipeline_names") or []) or ["__default__"]
+        runner = run_params.get("runner") or "SequentialRunner"
+        # kedro-mlflow tags the runner object's repr ("<... object at 0x...>"): its class
+        self._runner = runner if isinstance(runner, str) else type(runner).__name__
+        self._runner = self._runner.rsplit(".", 1)[-1].split(" ")[0].lstrip("<")
         self._nodes = len(pipeline.nodes)
 
     @hook_impl
@@ -84,7 +90,7 @@ class MlflowArtifactsHook:
         label = "+".join("run" if p == "__default__" else p for p in self._pipelines)
         parts = [label, self._trick, self._model[0] if self._model else None]
         mlflow.set_tags({"mlflow.runName": " · ".join(p for p in parts if p),
-                         "pipelines": label, "runner": "SequentialRunner"})
+                         "pipelines": label, "runner": self._runner})
 
     def _model_seen(self, version: str | None, trained: bool) -> None:
         if version is None or not _active_run() or self._model is not None:
@@ -220,4 +226,6 @@ def _link_to_training_run(version: str, pipelines: str) -> None:
     trainer = found[0]
     mlflow.set_tags({"model.training_run_id": trainer.info.run_id,
                      "model.trick": trainer.data.tags.get("trick", "")})
-    client.set_tag(trainer.info.run_id, f"used_by.{pipelines}", run.info.run_id)
+    # MLflow tag names allow letters, digits and _-./ only
+    client.set_tag(trainer.info.run_id, "used_by." + re.sub(r"[^\w./-]", "_", pipelines),
+                   run.info.run_id)

@@ -34,8 +34,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     for name in ONCE:
         if name in pipelines:
             pipelines[name] = home["ingest"] + pipelines[name]
-    pipelines["__default__"] = sum(p for name, p in pipelines.items()
-                                   if name not in ONCE and name != "__default__")
+    pipelines["__default__"] = sum((p for name, p in pipelines.items()
+                                    if name not in ONCE and name != "__default__"), Pipeline([]))
     # in the order they run, so `kedro registry list` and kedro viz list them that way
     return {name: pipelines[name] for name in ORDER if name in pipelines} | pipelines
 

@@ -66,7 +66,8 @@ class EMA:
         return {"shadow": self.shadow}
 
     def load_state_dict(self, state: dict) -> None:
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        for name, value in state["shadow"].items():  # onto the device the shadow lives on
+            self.shadow[name].copy_(value)
 
 
 class SWA:

@@ -65,6 +65,7 @@ class FitResult:
     stopped_early: bool = False  # patience ended the run before planned_epochs
     resumed_from: str | None = None  # "epoch E, batch B" when a checkpoint was resumed
     averaged_epochs: tuple[int, int] | None = None  # SWA: the first and last epoch averaged
+    averaged_metrics: dict | None = None  # SWA: the averaged model's dev metrics
 
 
 class Checkpoints(Protocol):
@@ -231,7 +232,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     ``checkpoints``, the complete state (weights, optimizer, scheduler, loss scaler, RNG
     states, position in the epoch, best epoch so far) is saved every ``checkpoints.every``
     steps and at each epoch end, and a saved state is resumed from: the result is the
-    same as an uninterrupted run's.
+    same as an uninterrupted run's (in one process; several processes checkpoint at epoch
+    ends, and a resumed rank draws fresh dropout masks).
 
     ``adversarial`` attacks each step (``jd_ner.modeling.adversarial``); ``averaging`` keeps
     an EMA of the weights (dev scored and the model selected with it) or averages the last
@@ -292,6 +294,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         if averager is not None:
             averager.load_state_dict(saved["averaging"])
         result.resumed_from = f"epoch {first_epoch}, batch {first_batch}"
+        if world > 1:  # each rank its own dropout again (rank 0's state was restored)
+            torch.manual_seed(cfg.seed + rank + 7919 * first_epoch)
         logger.info("resuming from a checkpoint at %s", result.resumed_from)
 
     def snapshot(epoch: int, next_batch: int) -> dict:
@@ -368,7 +372,9 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if on_step is not None and main:
                 on_step(step, loss.item())
-            if (checkpoints is not None and main and checkpoints.every > 0
+            # several processes checkpoint at epoch ends only: mid-epoch, the loss sums and
+            # random states are per rank
+            if (checkpoints is not None and main and world == 1 and checkpoints.every > 0
                     and step % checkpoints.every == 0 and b + 1 < len(batches)):
                 checkpoints.save(snapshot(epoch, b + 1))
         if world > 1:  # the epoch's loss sums over every rank's titles
@@ -413,7 +419,8 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
         result.averaged_epochs = (first, last)
         best_state = None
         if evaluate is not None and main:
-            result.best_score = evaluate(model)[score_key]
+            result.averaged_metrics = evaluate(model)
+            result.best_score = result.averaged_metrics[score_key]
             logger.info("SWA of epochs %d-%d: %s %.4f", first, last, score_key, result.best_score)
         result.best_epoch = last
     if best_state is not None:

@@ -235,10 +235,15 @@ def plot_model_learning_curve(model: NerModel, history: pd.DataFrame, training_c
     its version in the title; a model saved before it carried one falls back on the newest
     ``training_history`` and ``training_config`` (which may belong to another run)."""
     record = model.spec.training
+    version = getattr(model, "version", None)
     if record:
         history = pd.DataFrame(record["history"])
         training_config = {"trick": record["trick"], "optim": {"seed": record["seed"]}}
-    return plot_learning_curve(history, training_config, getattr(model, "version", None))
+        if record.get("averaged_epochs"):  # SWA: the saved model is no single epoch
+            first, last = record["averaged_epochs"]
+            f1 = (record.get("averaged_metrics") or {}).get("dev_f1", float("nan"))
+            version = f"{version or ''} (saved: SWA of epochs {first}-{last}, dev F1 {f1:.3f})"
+    return plot_learning_curve(history, training_config, version)
 
 
 def plot_learning_curve(history: pd.DataFrame, training_config: dict,

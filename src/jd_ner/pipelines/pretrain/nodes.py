@@ -10,7 +10,13 @@ import time
 import pandas as pd
 
 from jd_ner.checkpoints import CheckpointStore
-from jd_ner.encoder_files import NOT_PRETRAINED, NotPretrained, SavedEncoder, texts_digest
+from jd_ner.encoder_files import (
+    NEWEST_REUSED,
+    NOT_PRETRAINED,
+    NothingToSave,
+    SavedEncoder,
+    texts_digest,
+)
 from jd_ner.encoding import encode_titles, examples_from_frame, titles_frame
 from jd_ner.lac_files import attach_lac
 from jd_ner.modeling.encoder import EncoderConfig
@@ -78,37 +84,43 @@ def pretraining_key(config: dict, params: dict, features: dict, texts) -> tuple[
     return digest, inputs
 
 
-def _reusable(previous: SavedEncoder | None, key: str, inputs: dict) -> PretrainedEncoder | None:
-    """The newest saved encoder if it was pretrained with the same key, else None (logging
-    what differs, so a user knows why pretraining runs again)."""
-    if previous is None:
+def _reusable(saved: list[SavedEncoder], key: str,
+              inputs: dict) -> tuple[SavedEncoder, PretrainedEncoder] | None:
+    """The newest saved encoder pretrained with the same key, and its weights; None (after
+    logging what differs from the newest, so a user knows why pretraining runs again)."""
+    for candidate in saved:
+        try:
+            if candidate.info.get("run_key") == key:
+                return candidate, candidate.load()
+        except Exception as err:  # noqa: BLE001 - a broken folder is not reused, whatever broke it
+            logger.info("pretrained encoder %s cannot be read (%s): skipped",
+                        candidate.directory.parent.name, err)
+    if not saved:
         return None
+    newest = saved[0]
     try:
-        encoder = previous.load()
-    except ValueError as err:
-        logger.info("the newest pretrained encoder cannot be reused (%s): pretraining", err)
+        before = newest.info.get("run_inputs")
+    except Exception:  # noqa: BLE001 - reported above
         return None
-    if encoder.info.get("run_key") == key:
-        return encoder
-    if "run_inputs" not in encoder.info:
-        logger.info("the newest pretrained encoder (%s) records no settings (an earlier "
-                    "version made it): pretraining again", previous.directory.parent.name)
+    if before is None:
+        logger.info("no saved pretrained encoder matches, and the newest (%s) records no "
+                    "settings (an earlier version made it): pretraining", newest.directory.parent.name)
         return None
-    before = encoder.info["run_inputs"]
     differ = [f"{part}.{name}" for part in ("encoder", "pretrain")
               for name in sorted(set(inputs[part]) | set(before.get(part, {})))
               if inputs[part].get(name) != before.get(part, {}).get(name)]
     differ += ["window"] * (inputs["window"] != before.get("window"))
-    logger.info("the newest pretrained encoder (%s) was made %s: pretraining again",
-                previous.directory.parent.name,
-                "with other settings: " + ", ".join(differ) if differ else "from other titles")
+    logger.info("no saved pretrained encoder matches; the newest (%s) was made %s: pretraining",
+                newest.directory.parent.name,
+                "with other settings: " + ", ".join(differ) if differ
+                else "from other titles or another train split")
     return None
 
 
 def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, config: dict,
                           params: dict, features: dict, checkpoints: CheckpointStore,
-                          previous: SavedEncoder | None = None,
-                          ) -> tuple[PretrainedEncoder, pd.DataFrame]:
+                          saved: list[SavedEncoder] | None = None,
+                          ) -> tuple[PretrainedEncoder | NothingToSave, pd.DataFrame]:
     """Masked-character pretraining of the encoder the run's training configuration
     describes (``trick`` presets applied, so ``trick=lac`` pretrains over LAC's states).
 
@@ -117,20 +129,26 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, 
     of the train split it was made for: a training run on another split (whose dev or test
     titles it may have read) refuses it. Checkpointed and resumable like training.
 
-    With ``pretrain.reuse`` (the default), the newest saved encoder (``previous``) is
-    returned instead when it was pretrained on the same titles with the same settings
-    (:func:`pretraining_key`): it would come out the same, and pretraining the contest's
-    titles takes minutes.
+    With ``pretrain.reuse`` (the default), a saved encoder (``saved``, newest first) that was
+    pretrained on the same titles and train split with the same settings
+    (:func:`pretraining_key`) is reused instead: it would come out the same, and pretraining
+    the contest's titles takes minutes. The newest is left as it is; an older one is saved
+    again, as the newest, for training to read.
     """
     texts = unlabelled["text"]
-    key, inputs = pretraining_key(config, params, features, texts)
-    reused = _reusable(previous, key, inputs) if params.get("reuse", True) else None
-    if reused is not None:
+    # the train split too: the encoder is refused for another split, even on the same titles
+    key, inputs = pretraining_key(config, params, features,
+                                  [*texts, "", texts_digest(train_titles["text"])])
+    found = _reusable(saved or [], key, inputs) if params.get("reuse", True) else None
+    if found is not None:
+        folder, reused = found
+        version = folder.directory.parent.name
         logger.info("reusing the pretrained encoder %s (same titles and settings: %s)",
-                    previous.directory.parent.name, reused.info.get("summary", ""))
-        log_tags({"pretrain_reused": previous.directory.parent.name,
-                  "pretrain_titles": len(unlabelled)})
-        return reused, pd.DataFrame(reused.info.get("history", []))
+                    version, reused.info.get("summary", ""))
+        log_tags({"pretrain_reused": version, "pretrain_titles": len(unlabelled)})
+        history = pd.DataFrame(reused.info.get("history", []))
+        # the newest is what training reads: saved again only when an older one matched
+        return (NEWEST_REUSED if folder is saved[0] else reused), history
     cfg = EncoderConfig(**inputs["encoder"])
     char_vocab = build_char_vocab(texts, int(params["char_min_count"]))
     bigram_vocab = build_bigram_vocab(texts, int(params["bigram_min_count"])) \
@@ -172,15 +190,20 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, 
 
 def char_encoder_for_training(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, config: dict,
                               params: dict, features: dict, checkpoints: CheckpointStore,
-                              previous: SavedEncoder | None = None,
-                              ) -> tuple[PretrainedEncoder | NotPretrained, pd.DataFrame]:
+                              saved: list[SavedEncoder] | None = None,
+                              hugging_face_encoder: str | None = None,
+                              ) -> tuple[PretrainedEncoder | NothingToSave, pd.DataFrame]:
     """The train pipeline's pretraining step: what :func:`pretrain_char_encoder` gives when
     the run starts from a pretrained encoder (``train.model.encoder.init: pretrained``, the
     default) — the newest one reused when it matches, else a new one — and nothing when it
-    trains from scratch."""
+    trains from scratch or fine-tunes a Hugging Face encoder (``pretrained_encoder``)."""
+    if hugging_face_encoder:
+        logger.info("pretrained_encoder %s replaces the character encoder: no pretraining",
+                    hugging_face_encoder)
+        return NOT_PRETRAINED, pd.DataFrame(columns=["epoch"])
     if config["model"]["encoder"].get("init") != "pretrained":
         logger.info("train.model.encoder.init is %r: no pretraining",
                     config["model"]["encoder"].get("init"))
         return NOT_PRETRAINED, pd.DataFrame(columns=["epoch"])
     return pretrain_char_encoder(unlabelled, train_titles, config, params, features,
-                                 checkpoints, previous)
+                                 checkpoints, saved)

@@ -5,7 +5,7 @@ from jd_ner.pipelines.train.nodes import resolve_training_config
 from .nodes import char_encoder_for_training, collect_unlabelled_titles, pretrain_char_encoder
 
 PRETRAIN_INPUTS = ["unlabelled_titles", "train_titles", "training_config", "params:pretrain",
-                   "params:features", "training_checkpoints", "previous_char_encoder"]
+                   "params:features", "training_checkpoints", "saved_char_encoders"]
 
 
 def unlabelled_pipeline() -> Pipeline:
@@ -20,7 +20,8 @@ def training_encoder_pipeline() -> Pipeline:
     """The train pipeline's pretraining step: the encoder a run starts from (reused when
     one pretrained on the same titles with the same settings exists), none from scratch."""
     return unlabelled_pipeline() + Pipeline([
-        node(char_encoder_for_training, PRETRAIN_INPUTS, ["char_encoder", "pretrain_history"],
+        node(char_encoder_for_training, [*PRETRAIN_INPUTS, "params:pretrained_encoder"],
+             ["char_encoder", "pretrain_history"],
              name="char_encoder_for_training"),
     ])
 

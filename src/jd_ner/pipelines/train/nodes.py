@@ -85,11 +85,10 @@ def build_model(config: dict, char_vocab: dict, bigram_vocab: dict, pinyin_vocab
     transformer = None
     if encoder.init not in ("scratch", "pretrained"):
         raise ValueError(f"train.model.encoder.init must be scratch or pretrained, got {encoder.init!r}")
+    if encoder.init == "pretrained" and pretrained_encoder:
+        # a Hugging Face encoder replaces the character encoder and its pretraining
+        encoder = replace(encoder, init="scratch")
     if encoder.init == "pretrained":
-        if pretrained_encoder:
-            raise ValueError("pretrained_encoder (a Hugging Face folder) and "
-                             "train.model.encoder.init=pretrained (the pretrain pipeline's "
-                             "encoder) exclude each other: choose one")
         if char_encoder is None:
             raise ValueError("train.model.encoder.init=pretrained needs a pretrained character "
                              "encoder: run `kedro run --pipelines=pretrain` first")
@@ -324,13 +323,17 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
                      checkpoints=store, **tricks)
     minutes = (time.perf_counter() - started) / 60
     model.spec.training = {"trick": config["trick"], "seed": optim.seed,
-                           "history": result.history}
-    if result.best_epoch and not final_fit:  # the selected epoch's dev numbers, plain names
-        best = result.history[[r["epoch"] for r in result.history].index(result.best_epoch)]
+                           "history": result.history, "averaged_epochs": result.averaged_epochs,
+                           "averaged_metrics": result.averaged_metrics}
+    if result.best_epoch and not final_fit:  # the saved model's dev numbers, plain names
+        best = result.averaged_metrics or result.history[
+            [r["epoch"] for r in result.history].index(result.best_epoch)]
         log_metrics({k: best[k] for k in ("dev_f1", "dev_precision", "dev_recall") if k in best})
     log_tags({"best_epoch": result.best_epoch, "planned_epochs": result.planned_epochs,
               "stopped_early": result.stopped_early, "train_minutes": round(minutes, 2)})
-    logger.info("%s (%.1f min%s)", f"best dev F1 {result.best_score:.4f} at epoch {result.best_epoch}"
+    selected = (f"epoch {result.best_epoch}" if result.averaged_epochs is None else
+                "the SWA of epochs {}-{}".format(*result.averaged_epochs))
+    logger.info("%s (%.1f min%s)", f"best dev F1 {result.best_score:.4f} with {selected}"
                 f" of {len(result.history)} (planned {result.planned_epochs})"
                 if not final_fit else f"final fit: kept epoch {result.best_epoch}", minutes,
                 f", resumed from {result.resumed_from}" if result.resumed_from else "")

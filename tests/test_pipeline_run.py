@@ -328,6 +328,7 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
         # the formulas are pinned in test_contest_tricks; here: they ran through Kedro
         "ema": lambda: config["averaging"]["method"] == "ema",
         "swa": lambda: config["averaging"]["method"] == "swa",
+        "no_averaging": lambda: config["averaging"]["method"] == "none",
     }
     assert expected[trick](), (trick, row.to_dict())
 

@@ -7,7 +7,7 @@ SWA: the weights at the end of each of the last k epochs run are averaged; the s
 is that mean, scored on dev once more. The models here have no BatchNorm (LayerNorm keeps no
 running statistics), so the mean needs no statistics recomputed; with BatchNorm layers it
 would (``torch.optim.swa_utils.update_bn``).
-Only floating-point tensors are averaged; others (e.g. integer buffers) keep the model's.
+Only trained parameters are averaged; frozen ones and buffers keep the model's.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class AveragingConfig:
 
 
 def _floats(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    """The trained weights: frozen ones (e.g. LAC's) and buffers stay as they are, not even
+    rounded by averaging equal values."""
+    return {k: v for k, v in model.named_parameters() if v.requires_grad}
 
 
 class EMA:

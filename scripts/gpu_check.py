@@ -127,6 +127,43 @@ def check(kind: str, precision: str, args, params, data, pretrained) -> dict:
             else float("nan")}
 
 
+def ddp_check(args, params, data) -> dict:
+    """The default model for the same steps in one plain process and in one torchrun process
+    (DDP; the backend picked as a run picks it: nccl on CUDA): the epoch losses agree and the
+    weights end close (CUDA's embedding backward adds in no fixed order, so not bitwise)."""
+    import copy
+
+    import torch
+
+    from jd_ner.distributed import DistributedSettings, train_distributed
+    from jd_ner.modeling.training import TrainConfig, fit
+    from jd_ner.modeling.tricks import build_objective
+
+    examples, labels, chars, bigrams = data
+    torch.manual_seed(0)
+    model = build("default", params, labels, chars, bigrams, None)
+    twin = copy.deepcopy(model)
+    optim = {**params["train"]["optim"], "epochs": 1, "batch_size": args.batch_size,
+             "device": args.device, "progress": False, "amp": False, "warmup_ratio": 0.05,
+             "patience": 0, "resume": "never"}
+    cfg = TrainConfig(**optim)
+    train = examples[: args.steps * args.batch_size]
+    objective = build_objective(params["train"]["objective"], model)
+    start = time.perf_counter()
+    alone = fit(model, train, cfg, objective, None)
+    alone_s = time.perf_counter() - start
+    start = time.perf_counter()
+    together = train_distributed(twin, train, cfg, objective, None, None,
+                                 DistributedSettings(nproc_per_node=1))
+    together_s = time.perf_counter() - start  # includes torchrun's start and the payload
+    gap = max((a.detach().float().cpu() - b.detach().float().cpu()).abs().max().item()
+              for a, b in zip(model.parameters(), twin.parameters(), strict=True))
+    one, two = alone.history[-1]["train_loss"], together.history[-1]["train_loss"]
+    return {"loss_one": one, "loss_ddp": two, "max_weight_gap": gap,
+            "agree": math.isfinite(two) and abs(one - two) <= 1e-2 * abs(one) and gap < 1e-2,
+            "seconds_one": alone_s, "seconds_ddp": together_s}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-file", type=Path, default=ROOT.parent / "shared/data/jd/train.txt")
@@ -136,6 +173,8 @@ def main() -> int:
     parser.add_argument("--predict-titles", type=int, default=2000)
     parser.add_argument("--pretrained", type=Path, help="a local Hugging Face encoder folder")
     parser.add_argument("--precisions", default="bf16,fp16", help="bf16, fp16 and/or fp32")
+    parser.add_argument("--ddp", action="store_true",
+                        help="also train under torchrun (one process, DDP) against plain fit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter, e.g. train.model.encoder.hidden_size=32")
     args = parser.parse_args()
@@ -169,9 +208,17 @@ def main() -> int:
                       f"train {r['train_titles_per_s']:.0f} titles/s  "
                       f"predict {r['predict_titles_per_s']:.0f} titles/s  "
                       f"peak GPU {r['peak_gpu_mib']:.0f} MiB", flush=True)
-    failed = [r for r in results if not r["finite"] or r["falls"] is False]
-    print("GPU check " + ("FAILED: " + ", ".join(f"{r['model']}/{r['precision']}" for r in failed)
-                          if failed else "passed"))
+    failed = [f"{r['model']}/{r['precision']}" for r in results
+              if not r["finite"] or r["falls"] is False]
+    if args.ddp:
+        d = ddp_check(args, params, data)
+        print(f"ddp (1 process, torchrun) fp32  epoch loss {d['loss_one']:.4f} alone, "
+              f"{d['loss_ddp']:.4f} under DDP; largest weight gap {d['max_weight_gap']:.2e}; "
+              f"{d['seconds_one']:.1f} s alone, {d['seconds_ddp']:.1f} s with torchrun's start "
+              f"-> {'agree' if d['agree'] else 'DISAGREE'}", flush=True)
+        if not d["agree"]:
+            failed.append("ddp")
+    print("GPU check " + ("FAILED: " + ", ".join(failed) if failed else "passed"))
     return 1 if failed else 0
 
 

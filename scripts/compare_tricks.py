@@ -15,6 +15,11 @@ excludes 0 is a gain (or loss) beyond the noise of this test split and these see
 
     python scripts/compare_tricks.py --train-file ../shared/data/jd/train.txt \\
         --tricks baseline,gpkg --seeds 1,2,3 --jobs 2 --json results.json
+
+A trick that names ``distill`` (``distill``, ``distill+ema``: the other presets apply to
+teachers and student) runs the distill pipeline's nodes instead of one training: k-fold
+teachers, their soft targets on the train titles and the ``--unlabelled`` files, and the
+student, which is what is scored.
 """
 
 from __future__ import annotations
@@ -92,6 +97,9 @@ def run_one(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     params = load_parameters(args.conf)
     preset, variant = split_variant(args.trick)
+    names = preset.split("+")
+    distill = "distill" in names
+    preset = "+".join(n for n in names if n != "distill") or "baseline"
     overrides = [*(args.params or []), *variant]
     for item in overrides:
         if not item.startswith("train."):
@@ -133,12 +141,17 @@ def run_one(args: argparse.Namespace) -> dict:
     model = build_model(config, cv, bv, pv, gv, lexicon, schema, fp, pretrained, char_encoder,
                         words)
     started = time.perf_counter()
+    extra = {}
     with tempfile.TemporaryDirectory() as tmp:
         pseudo = pd.read_parquet(args.pseudo_titles) if args.pseudo_titles else None
-        model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev, config,
-                                     params["decode"], CheckpointStore(tmp), pseudo)
+        if distill:
+            model, history, extra = run_distill(model, inputs, folds, train, dev, test, config,
+                                                params, CheckpointStore(tmp), args.unlabelled)
+        else:
+            model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev,
+                                         config, params["decode"], CheckpointStore(tmp), pseudo)
     train_minutes = (time.perf_counter() - started) / 60
-    out = {"trick": args.trick, "seed": args.seed,
+    out = {"trick": args.trick, "seed": args.seed, **extra,
            "parameters": sum(p.numel() for p in model.parameters()),
            "train_minutes": train_minutes,
            "train_titles_per_s": float(history["train_titles_per_s"].median()),
@@ -155,6 +168,42 @@ def run_one(args: argparse.Namespace) -> dict:
     out["test_counts"] = per_title_counts(flat, gold, test["title_id"]).tolist()
     out["test_titles"] = len(test)
     return out
+
+
+def run_distill(model, inputs, lexicon_folds, train, dev, test, config, params, checkpoints,
+                unlabelled: list[Path]):
+    """The distill pipeline's nodes: teachers, soft targets, student; and their costs."""
+    import pandas as pd
+
+    from jd_ner.pipelines.distill import nodes as distill
+    from jd_ner.pipelines.pretrain.nodes import collect_unlabelled_titles
+    from jd_ner.text.bio import RawFile
+
+    settings, decode, evaluate = params["distill"], params["decode"], params["evaluate"]
+    started = time.perf_counter()
+    folds = distill.assign_folds(train, settings)
+    teachers, report = distill.train_teachers(model, inputs["train"], inputs["dev"],
+                                              lexicon_folds, dev, config, decode, checkpoints,
+                                              folds, train, evaluate)
+    teacher_minutes = (time.perf_counter() - started) / 60
+    if unlabelled:
+        pool, _ = collect_unlabelled_titles([RawFile(str(p), p.read_bytes()) for p in unlabelled],
+                                            train, dev, test)
+    else:
+        pool = pd.DataFrame(columns=["title_id", "text", "spans", "line"])
+    started = time.perf_counter()
+    targets, target_report = distill.teacher_targets(teachers, train, pool, settings, evaluate)
+    target_minutes = (time.perf_counter() - started) / 60
+    started = time.perf_counter()
+    model, history = distill.train_student(model, inputs["train"], inputs["dev"], lexicon_folds,
+                                           dev, config, decode, checkpoints, targets, report)
+    return model, history, {
+        "teachers_oof_f1": report["oof_f1"], "teacher_fold_f1": [r["fold_f1"] for r in
+                                                               report["teachers"]],
+        "teacher_minutes": teacher_minutes, "target_minutes": target_minutes,
+        "student_minutes": (time.perf_counter() - started) / 60,
+        "unlabelled_titles": target_report["unlabelled_titles"],
+        "soft_cells_per_title": target_report["cells_per_title"]}
 
 
 def f1_of(counts: np.ndarray) -> np.ndarray:
@@ -234,6 +283,10 @@ def main() -> None:
     parser.add_argument("--pseudo-titles", type=Path,
                         help="a pseudo_label run's titles (data/03_primary/pseudo_titles.parquet/"
                              "<version>/pseudo_titles.parquet) for tricks with train.pseudo_labels")
+    parser.add_argument("--unlabelled", type=Path, nargs="*", default=[],
+                        help="one-title-per-line files whose titles a distilled student also "
+                             "learns from (the teachers' soft targets); the split's dev and test "
+                             "titles are left out")
     parser.add_argument("--conf", type=Path, default=ROOT / "conf")
     parser.add_argument("--json", type=Path, help="write the runs and the table here")
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: one run
@@ -259,6 +312,7 @@ def main() -> None:
                    "--threads", str(args.threads), *(["--device", args.device] if args.device else []),
                    *(["--char-encoder", str(args.char_encoder)] if args.char_encoder else []),
                    *(["--pseudo-titles", str(args.pseudo_titles)] if args.pseudo_titles else []),
+                   *(["--unlabelled", *map(str, args.unlabelled)] if args.unlabelled else []),
                    *[f"--set={item}" for item in args.params or []]]
 
     lock = threading.Lock()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import wraps
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -232,6 +233,33 @@ class NerModelDataset(_VersionedPath):
 
     def save(self, model) -> None:
         save_model(model, self._get_save_path())
+
+
+class NerModelsDataset(_VersionedPath):
+    """A versioned folder of named models (the distill pipeline's teachers): one model
+    folder per name, loaded back as a name -> model dict in name order."""
+
+    _marker = "models.json"
+
+    def load(self) -> dict:
+        path = Path(self._get_load_path())
+        names = json.loads((path / self._marker).read_text(encoding="utf-8"))["models"]
+        models = {}
+        for name in names:
+            models[name] = load_model(path / name)
+            models[name].version = path.parent.name
+        return models
+
+    def save(self, models: dict) -> None:
+        if not models:
+            raise DatasetError("no models to save")
+        bad = [name for name in models if not re.fullmatch(r"[\w.-]+", name)]
+        if bad:
+            raise DatasetError(f"model names must be file names, got {bad}")
+        path = Path(self._get_save_path())
+        for name, model in models.items():
+            save_model(model, path / name)
+        (path / self._marker).write_text(json.dumps({"models": list(models)}), encoding="utf-8")
 
 
 class CheckpointStoreDataset(AbstractDataset[None, CheckpointStore]):

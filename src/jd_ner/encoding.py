@@ -7,6 +7,9 @@ raw file). Encoded tables have one row per window: ``title_id``, ``char_start``,
 ``spans`` (JSON list of ``[start, end, label_index]`` relative to the window).
 Per-character feature tables (pinyin, glyph, lexicon ids) have the same rows in the
 same order: ``title_id``, ``char_start`` and one id list per character.
+Soft-target tables (the distill pipeline's) are title tables with ``source`` (``train``: a
+train-split title, its ``title_id`` the split's; ``unlabelled``), ``soft`` (JSON list of
+``[start, end, type, probability]``) and ``train_split`` (the split's digest).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pandas as pd
 
 from jd_ner.modeling.batching import Example, window_starts
+from jd_ner.modeling.distill import SoftCell, window_cells
 from jd_ner.text.char_features import encode_sequences, glyph_sequences, pinyin_sequences
 from jd_ner.text.lexicon import LexiconMatcher
 from jd_ner.text.vocab import Vocab, encode_bigrams, encode_chars
@@ -201,3 +206,50 @@ def examples_for_model(model, titles: pd.DataFrame) -> list[Example]:
     encoded = encode_titles(titles, model.char_vocab, model.bigram_vocab, model.labels,
                             spec.max_chars, spec.window_stride)
     return examples_from_frame(encoded, **model_sequences(model, encoded))
+
+
+def soft_cells_of(cell: str, labels: Sequence[str]) -> list[SoftCell]:
+    """A ``soft`` cell's ``[start, end, type, p]`` entries with label indices."""
+    index = {name: i for i, name in enumerate(labels)}
+    out = []
+    for s, e, t, p in json.loads(cell):
+        if t not in index:
+            raise ValueError(f"soft target of type {t!r}, which the model does not know "
+                             f"(its types: {list(labels)})")
+        out.append((int(s), int(e), index[t], float(p)))
+    return out
+
+
+def soft_cells_cell(cells: Sequence[SoftCell], labels: Sequence[str]) -> str:
+    return json.dumps([[int(s), int(e), labels[t], round(float(p), 6)] for s, e, t, p in cells],
+                      ensure_ascii=False)
+
+
+def with_soft_targets(model, train: Sequence[Example], texts: dict[int, str],
+                      targets: pd.DataFrame, first_id: int) -> list[Example]:
+    """The train windows with their titles' soft targets, followed by the unlabelled
+    titles' windows (numbered from ``first_id``; gold weight 0, so only their soft targets
+    teach). Every train title must have its row, with the same text."""
+    own = targets[targets["source"] == "train"]
+    by_id: dict[int, list[SoftCell]] = {}
+    for tid, text, cell in zip(own["title_id"], own["text"], own["soft"], strict=True):
+        if texts.get(int(tid)) != text:
+            raise ValueError(f"the soft targets' train title {int(tid)} ({text[:30]!r}) is not "
+                             "this split's title of that id: they were made for other data")
+        by_id[int(tid)] = soft_cells_of(cell, model.labels)
+    missing = set(texts) - set(by_id)
+    if missing:
+        raise ValueError(f"{len(missing)} train titles have no soft targets (e.g. title "
+                         f"{min(missing)}): make the targets again for this split")
+    out = [replace(ex, soft=window_cells(by_id[ex.title_id], ex.char_start, len(ex)))
+           for ex in train]
+    extra = targets[targets["source"] == "unlabelled"]
+    if len(extra):
+        titles = titles_frame([{"title_id": first_id + k, "text": text, "spans": "[]", "line": line}
+                               for k, (text, line) in enumerate(zip(extra["text"], extra["line"],
+                                                                    strict=True))])
+        cells = {first_id + k: soft_cells_of(cell, model.labels)
+                 for k, cell in enumerate(extra["soft"])}
+        out += [replace(ex, weight=0.0, soft=window_cells(cells[ex.title_id], ex.char_start, len(ex)))
+                for ex in examples_for_model(model, titles)]
+    return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -66,3 +67,17 @@ def run_logger(reference: dict | None, prefix: str = "epoch/"):
         client.log_batch(reference["run_id"], metrics=metrics)
 
     return log
+
+
+@contextmanager
+def child_run(name: str, tags: Mapping[str, object]) -> Iterator[str | None]:
+    """A nested MLflow run inside the active one (its parent link is MLflow's own
+    ``mlflow.parentRunId`` tag), active until the block ends; yields its id, or None (and
+    does nothing) without an active run."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or mlflow.active_run() is None:
+        yield None
+        return
+    with mlflow.start_run(run_name=name, nested=True,
+                          tags={k: str(v) for k, v in tags.items()}) as run:
+        yield run.info.run_id

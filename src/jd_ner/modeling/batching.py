@@ -25,6 +25,9 @@ class Example:
     lexicon_ids: tuple[tuple[int, ...], ...] | None = None
     word_ids: tuple[tuple[int, ...], ...] | None = None
     weight: float = 1.0  # of its span loss (pseudo-labelled titles: train.pseudo_weight)
+    # a teacher's probabilities (start, end inclusive, label index, p): a distilled
+    # student's soft targets; every cell not listed has p = 0
+    soft: tuple[tuple[int, int, int, float], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.char_ids)
@@ -93,6 +96,10 @@ class Collator:
             extra[name] = torch.zeros((size, length, width), dtype=torch.long)
         labels = torch.zeros((size, self.num_labels, length, length), dtype=torch.bool) \
             if with_labels else None
+        soft = has_soft = None
+        if with_labels and any(ex.soft is not None for ex in examples):
+            soft = torch.zeros((size, self.num_labels, length, length), dtype=torch.float)
+            has_soft = torch.zeros(size, dtype=torch.float)
         for b, ex in enumerate(examples):
             n = len(ex)
             input_ids[b, 0], input_ids[b, n + 1] = self.cls_id, self.sep_id
@@ -106,6 +113,10 @@ class Collator:
             if labels is not None:
                 for start, end, label in ex.spans:
                     labels[b, label, start + 1, end + 1] = True
+            if soft is not None and ex.soft is not None:
+                has_soft[b] = 1.0
+                for start, end, label, p in ex.soft:
+                    soft[b, label, start + 1, end + 1] = p
         batch = {"input_ids": input_ids, "attention_mask": attention, "char_mask": char_mask,
                  **extra}
         if with_labels and any(ex.weight != 1.0 for ex in examples):
@@ -114,6 +125,8 @@ class Collator:
             batch["bigram_ids"] = bigram_ids
         if labels is not None:
             batch["labels"] = labels
+        if soft is not None:
+            batch["soft_targets"], batch["has_soft_targets"] = soft, has_soft
         return batch
 
 

@@ -14,6 +14,10 @@ multilabel cross-entropy of one forward pass.
   lambda * L(y) + (1 - lambda) * L(y_perm).
 * auxiliary heads (training only): a 1-type GP for "any entity" (``boundary``) and one for
   the main type (``main_entity``), each loss weighted;
+* soft targets (a distilled student, the ``distill`` pipeline): on titles whose batch rows
+  carry a teacher's probabilities p, ``distill.weight`` times the soft-label multilabel CE
+  with those p is added to the gold loss (rows without gold, unlabelled titles, have gold
+  weight 0); mixup mixes the soft losses as it mixes the gold ones;
 * ``weighting: logsum``: the task losses (main and auxiliary) are combined as
   sum_t log(max(L_t, eps)) instead of sum_t w_t L_t. Its gradient weights task t by 1/L_t,
   which grows without bound as L_t nears 0: eps caps it. Regularisers (R-Drop, SimCSE)
@@ -40,6 +44,7 @@ DEFAULTS = {
     "mixup": {"enabled": False, "alpha": 0.5, "layer": "encoder", "probability": 0.5},
     "boundary": {"enabled": False, "weight": 0.5},
     "main_entity": {"enabled": False, "type": "4", "weight": 0.5},
+    "distill": {"weight": 1.0},
     "weighting": "sum",
     "logsum_eps": 1e-7,
 }
@@ -142,6 +147,20 @@ class Objective:
         return mixer.lam * self.span_loss(scores, labels, valid, weight) + (
             1.0 - mixer.lam) * self.span_loss(scores, labels[mixer.perm], valid, partner)
 
+    def soft_loss(self, scores: torch.Tensor, targets: torch.Tensor, has: torch.Tensor,
+                  valid: torch.Tensor, mixer: Mixer | None) -> torch.Tensor:
+        """``distill.weight`` x the soft-label CE against teacher probabilities, over the rows
+        that have them (``has`` 1), divided by B x T like the gold loss."""
+        def term(p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            loss = soft_label_gp_loss(scores, p, valid, 0.0, reduction="none")
+            return (loss * rows[:, None]).mean()
+
+        weight = float(self.cfg["distill"]["weight"])
+        if mixer is None:
+            return weight * term(targets, has)
+        return weight * (mixer.lam * term(targets, has)
+                         + (1.0 - mixer.lam) * term(targets[mixer.perm], has[mixer.perm]))
+
     def sample_mixer(self, batch_size: int, views: int, device) -> Mixer | None:
         """A mixer for this batch with probability ``mixup.probability``, else None.
 
@@ -158,17 +177,22 @@ class Objective:
         return Mixer(lam, perm.to(device), mix["layer"])
 
     def head_loss(self, model: NerModel, h: torch.Tensor, labels: torch.Tensor,
-                  valid: torch.Tensor, mixer: Mixer | None, weight: torch.Tensor | None = None):
-        """Scores of the (first) dropout sample and the loss averaged over all samples."""
+                  valid: torch.Tensor, mixer: Mixer | None, weight: torch.Tensor | None = None,
+                  soft: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Scores of the (first) dropout sample, and the gold and soft-target losses
+        averaged over all samples (the soft one None without soft targets)."""
         msd = self.cfg["multisample_dropout"]
         samples = int(msd["samples"]) if msd["enabled"] else 1
         p = float(msd["p"]) if msd["enabled"] else 0.0
-        first, total = None, 0.0
+        first, total, distilled = None, 0.0, None
         for _ in range(samples):
             scores = model.head(F.dropout(h, p, training=True) if p > 0 else h)
             total = total + self.mixed_loss(scores, labels, valid, mixer, weight)
+            if soft is not None:
+                term = self.soft_loss(scores, *soft, valid, mixer)
+                distilled = term if distilled is None else distilled + term
             first = scores if first is None else first
-        return first, total / samples
+        return first, total / samples, None if distilled is None else distilled / samples
 
     def __call__(self, model: NerModel, batch: dict[str, torch.Tensor]):
         size = batch["input_ids"].shape[0]
@@ -181,7 +205,10 @@ class Objective:
         weight = batch.get("weight")
         if weight is not None and bool((weight == 1).all()):
             weight = None  # all gold: the plain mean, bit for bit
-        scores, main = self.head_loss(model, h, batch["labels"], valid, mixer, weight)
+        soft = (batch["soft_targets"], batch["has_soft_targets"]) if "soft_targets" in batch \
+            else None
+        scores, main, distilled = self.head_loss(model, h, batch["labels"], valid, mixer, weight,
+                                                 soft)
         tasks, weights = {"main": main}, {"main": 1.0}
         for name, labels in self.aux_labels(batch["labels"]).items():
             tasks[name] = self.mixed_loss(model.aux_heads[name](h), labels, valid, mixer, weight)
@@ -190,6 +217,9 @@ class Objective:
         if self.cfg["mixup"]["enabled"]:  # the share of titles in mixed batches, per epoch
             parts["mixed"] = torch.tensor(float(mixer is not None))
         total = combine_tasks(tasks, weights, self.cfg["weighting"], float(self.cfg["logsum_eps"]))
+        if distilled is not None:
+            parts["loss_distill"] = distilled.detach()
+            total = total + distilled
         if self.cfg["rdrop"]["enabled"]:
             s, t = scores[:size], scores[size:]
             reg = rdrop_loss(s, t, valid[:size], float(self.cfg["rdrop"]["alpha"]))

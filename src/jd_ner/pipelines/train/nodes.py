@@ -22,6 +22,7 @@ from jd_ner.encoding import (
     lexicon_table,
     window_titles,
     with_model_vocabularies,
+    with_soft_targets,
     word_table,
 )
 from jd_ner.evaluation import flat_entities, raw_entities
@@ -243,7 +244,9 @@ class DevEvaluator:
 def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
                 lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
                 checkpoints: CheckpointStore,
-                pseudo_titles: pd.DataFrame | None = None) -> tuple[NerModel, pd.DataFrame]:
+                pseudo_titles: pd.DataFrame | None = None, *,
+                soft_targets: pd.DataFrame | None = None,
+                split: str | None = None) -> tuple[NerModel, pd.DataFrame]:
     """Train, evaluating flat-BIO entity F1 on dev after each epoch; keep the best epoch.
 
     Per-epoch metrics go to MLflow as they come, so a long run can be watched. With
@@ -252,6 +255,11 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     checkpoints itself and, if interrupted, resumes when started again with the same
     settings and data (``train.optim.resume``). With an empty dev split (``final_fit``)
     nothing is selected: the model of the last epoch is kept and marked unevaluated.
+
+    ``soft_targets`` (the distill pipeline's student): teacher probabilities for every train
+    title, plus unlabelled titles that learn from them alone. ``split``: the digest of the
+    train split the model belongs to, when ``train_input`` is only part of it (a k-fold
+    teacher); by default the split is these windows' titles.
     """
     optim = TrainConfig(**config["optim"])
     train_input, dev_input = (with_model_vocabularies(frame, model.char_vocab, model.bigram_vocab)
@@ -270,7 +278,8 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
 
     train = examples_from_frame(train_input, **sequences(
         train_input, lambda frame: train_lexicon_table(model, frame, lexicon_folds)))
-    split = texts_digest(window_titles(train_input).values())
+    texts = window_titles(train_input)
+    split = split or texts_digest(texts.values())
     model.spec.train_split = split
     made_for = model.spec.encoder.pretrained_on
     if model.spec.encoder.init == "pretrained" and made_for != split:
@@ -295,6 +304,19 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
                     train_input["title_id"].nunique(), len(pseudo_titles), float(pseudo["weight"]))
     else:
         pseudo_titles = None
+    if soft_targets is not None:
+        made_for = set(soft_targets["train_split"]) if len(soft_targets) else {split}
+        if made_for != {split}:
+            raise ValueError("the soft targets were made for another train split (their teachers "
+                             "may have trained on this split's dev or test titles): run the "
+                             "distill pipeline on this split")
+        first = len(train)
+        train = with_soft_targets(model, train, texts, soft_targets,
+                                  first_id=int(train_input["title_id"].max()) + 1 + len(
+                                      pseudo_titles if pseudo_titles is not None else []))
+        logger.info("distillation: %d train titles and %d unlabelled titles (%d windows) with "
+                    "soft targets", len(texts), int((soft_targets["source"] == "unlabelled").sum()),
+                    len(train) - first)
     final_fit = dev_titles.empty
     evaluate = None
     if not final_fit:
@@ -308,8 +330,9 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
                        "an evaluated run's best_epoch)", optim.epochs)
 
     objective = build_objective(config["objective"], model)
-    key = run_key(config, [train_input, dev_input, *([pseudo_titles] if pseudo_titles is not None
-                                                    else [])], model.spec.to_dict(), decode)
+    key = run_key(config, [train_input, dev_input, *(
+        frame for frame in (pseudo_titles, soft_targets) if frame is not None)],
+        model.spec.to_dict(), decode)
     store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
     started = time.perf_counter()
     distributed = DistributedSettings(**config.get("distributed", {}))

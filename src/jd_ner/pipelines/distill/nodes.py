@@ -1,0 +1,162 @@
+"""k-fold teachers -> one student: knowledge distillation of an ensemble into one model.
+
+The train split is cut into k folds (by title). Teacher i trains on the other k - 1 folds
+(its epoch selected on dev, as any run) and labels its held-out fold, so the k held-out
+folds together give an out-of-fold F1 on every train title. The teachers' probabilities
+on the train titles and on the unlabelled titles are averaged (``jd_ner.modeling.distill``)
+into sparse soft targets; the student then trains on the gold titles with their soft
+targets and on the unlabelled titles with soft targets only (``train.objective.distill``).
+The student is the run's ``ner_model``: what evaluate and submit use.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+
+import pandas as pd
+
+from jd_ner.checkpoints import CheckpointStore
+from jd_ner.encoder_files import texts_digest
+from jd_ner.encoding import examples_for_model, soft_cells_cell, window_titles
+from jd_ner.modeling.distill import average_teachers, score_floor
+from jd_ner.modeling.model import NerModel
+from jd_ner.modeling.predict import predict_spans
+from jd_ner.modeling.training import resolve_device
+from jd_ner.pipelines.evaluate.nodes import predict_titles, score_titles
+from jd_ner.pipelines.train.nodes import train_model
+from jd_ner.tracking import child_run, log_metrics, log_tags
+
+logger = logging.getLogger(__name__)
+
+
+def assign_folds(train_titles: pd.DataFrame, params: dict) -> dict:
+    """``folds`` lists of train title ids, a seeded shuffle dealt round-robin."""
+    k = int(params["folds"])
+    if not 2 <= k <= len(train_titles):
+        raise ValueError(f"distill.folds must be between 2 and the {len(train_titles)} train "
+                         f"titles, got {k}")
+    ids = sorted(int(t) for t in train_titles["title_id"])
+    random.Random(int(params["seed"])).shuffle(ids)
+    return {"k": k, "seed": int(params["seed"]), "folds": [sorted(ids[i::k]) for i in range(k)]}
+
+
+def train_teachers(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
+                   lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
+                   checkpoints: CheckpointStore, folds: dict, train_titles: pd.DataFrame,
+                   evaluate: dict) -> tuple[dict[str, NerModel], dict]:
+    """One teacher per fold, trained (from ``model``'s initial weights, with its own
+    seed) on the other folds, each in an MLflow run nested in this one; their held-out
+    folds' predictions scored together give the out-of-fold F1."""
+    split = texts_digest(window_titles(train_input).values())
+    seed, k = int(config["optim"]["seed"]), int(folds["k"])
+    teachers, rows, held_out_predictions = {}, [], []
+    for i, held in enumerate(folds["folds"], start=1):
+        held = set(held)
+        cfg = copy.deepcopy(config)
+        cfg["optim"]["seed"] = seed + i  # its own batch order and dropout masks
+        name = f"fold_{i}"
+        with child_run(f"teacher {i}/{k} · {config['trick']}",
+                       {"distill.role": "teacher", "distill.fold": i, "distill.folds": k,
+                        "trick": config["trick"], "seed": seed + i}) as run_id:
+            logger.info("teacher %d of %d: trained without fold %d (%d titles held out)",
+                        i, k, i, len(held))
+            teacher, _ = train_model(copy.deepcopy(model),
+                                     train_input[~train_input["title_id"].isin(held)],
+                                     dev_input, lexicon_folds, dev_titles, cfg, decode,
+                                     checkpoints, split=split)
+            fold_titles = train_titles[train_titles["title_id"].isin(held)]
+            pred = predict_titles(teacher, fold_titles, evaluate, progress=False)
+            metrics, _ = score_titles(pred, fold_titles, decode, evaluate)
+            log_metrics({"fold_f1": metrics["flat_f1"]})
+        held_out_predictions.append(pred)
+        best = teacher.spec.training["history"]
+        row = {"fold": i, "held_out_titles": len(held), "fold_f1": metrics["flat_f1"],
+               "fold_precision": metrics["flat_precision"], "fold_recall": metrics["flat_recall"],
+               "dev_f1": max((r.get("dev_f1", float("nan")) for r in best), default=float("nan")),
+               "seed": seed + i, "mlflow_run_id": run_id}
+        teacher.spec.training["distill"] = {"role": "teacher", "fold": i, "folds": k,
+                                            "fold_f1": metrics["flat_f1"], "mlflow_run_id": run_id}
+        teachers[name] = teacher
+        rows.append(row)
+        logger.info("teacher %d of %d: held-out fold F1 %.4f", i, k, metrics["flat_f1"])
+    pooled = pd.concat(held_out_predictions, ignore_index=True).set_index("title_id", drop=False)
+    oof, _ = score_titles(pooled.loc[train_titles["title_id"]].reset_index(drop=True),
+                          train_titles, decode, evaluate)
+    report = {"folds": k, "seed": folds["seed"], "train_split": split,
+              "oof_f1": oof["flat_f1"], "oof_precision": oof["flat_precision"],
+              "oof_recall": oof["flat_recall"], "oof_f1_95": oof["interval_95"]["f1"],
+              "teachers": rows}
+    log_metrics({"teachers_oof_f1": oof["flat_f1"]})
+    log_tags({"distill.teacher_runs": ",".join(str(r["mlflow_run_id"]) for r in rows),
+              "distill.folds": k})
+    logger.info("teachers: out-of-fold F1 %.4f over %d train titles", oof["flat_f1"],
+                len(train_titles))
+    return teachers, report
+
+
+def teacher_targets(teachers: dict[str, NerModel], train_titles: pd.DataFrame,
+                    unlabelled_titles: pd.DataFrame, params: dict,
+                    evaluate: dict) -> tuple[pd.DataFrame, dict]:
+    """Soft targets (a soft-target table, see ``jd_ner.encoding``) for every train title
+    and for the unlabelled titles that are not train titles (all, or a seeded sample of
+    ``max_unlabelled``), from the teachers' averaged probabilities."""
+    if not teachers:
+        raise ValueError("no teachers: run the distill pipeline's train_teachers first")
+    temperature, floor_p = float(params["temperature"]), float(params["min_probability"])
+    floor = score_floor(temperature, floor_p)
+    extra = unlabelled_titles[~unlabelled_titles["text"].isin(set(train_titles["text"]))]
+    limit = int(params["max_unlabelled"] or 0)
+    if not params["unlabelled"]:
+        extra = extra.iloc[:0]
+    elif 0 < limit < len(extra):
+        keep = sorted(random.Random(int(params["seed"])).sample(range(len(extra)), limit))
+        extra = extra.iloc[keep]
+    first = int(train_titles["title_id"].max()) + 1
+    titles = pd.concat([
+        train_titles[["title_id", "text", "spans", "line"]].assign(source="train"),
+        extra[["text", "line"]].assign(title_id=range(first, first + len(extra)), spans="[]",
+                                       source="unlabelled"),
+    ], ignore_index=True)
+    device, batch = resolve_device(evaluate["device"]), int(evaluate["batch_size"])
+    labels = None
+    predictions = []
+    for name, teacher in teachers.items():
+        if labels is not None and teacher.labels != labels:
+            raise ValueError(f"teacher {name} has other entity types than the first teacher")
+        labels = teacher.labels
+        predictions.append(predict_spans(teacher, examples_for_model(teacher, titles), batch,
+                                         device, threshold=floor, amp=bool(evaluate["amp"])))
+    cells = average_teachers(predictions, temperature, floor_p)
+    soft = [cells.get(int(tid), []) for tid in titles["title_id"]]
+    frame = titles.assign(soft=[soft_cells_cell(c, labels) for c in soft],
+                          train_split=next(iter(teachers.values())).spec.train_split)
+    counts = [len(c) for c in soft]
+    confident = sum(p >= 0.5 for c in soft for *_, p in c)
+    report = {"titles": len(frame), "train_titles": int((frame["source"] == "train").sum()),
+              "unlabelled_titles": len(extra), "teachers": len(teachers),
+              "temperature": temperature, "min_probability": floor_p,
+              "cells": int(sum(counts)), "cells_per_title": sum(counts) / max(1, len(counts)),
+              "cells_p_at_least_half": int(confident)}
+    logger.info("soft targets: %d titles (%d unlabelled), %.1f cells per title, %d with p >= 0.5",
+                report["titles"], report["unlabelled_titles"], report["cells_per_title"], confident)
+    return frame, report
+
+
+def train_student(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
+                  lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
+                  checkpoints: CheckpointStore, targets: pd.DataFrame,
+                  teachers_report: dict) -> tuple[NerModel, pd.DataFrame]:
+    """The student: gold loss plus ``objective.distill.weight`` x the soft-target loss;
+    unlabelled titles learn from their soft targets alone. It records its teachers."""
+    model, history = train_model(model, train_input, dev_input, lexicon_folds, dev_titles,
+                                 config, decode, checkpoints, soft_targets=targets)
+    model.spec.training["distill"] = {
+        "role": "student", "folds": teachers_report["folds"],
+        "teachers_oof_f1": teachers_report["oof_f1"],
+        "teacher_runs": [r["mlflow_run_id"] for r in teachers_report["teachers"]],
+        "unlabelled_titles": int((targets["source"] == "unlabelled").sum()),
+        "weight": float(config["objective"].get("distill", {}).get("weight", 1.0))}
+    log_tags({"distill.role": "student"})
+    return model, history

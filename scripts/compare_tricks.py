@@ -196,7 +196,7 @@ def run_distill(model, inputs, lexicon_folds, train, dev, test, config, params, 
     target_minutes = (time.perf_counter() - started) / 60
     started = time.perf_counter()
     model, history = distill.train_student(model, inputs["train"], inputs["dev"], lexicon_folds,
-                                           dev, config, decode, checkpoints, targets, report)
+                                           dev, config, decode, checkpoints, targets, teachers)
     return model, history, {
         "teachers_oof_f1": report["oof_f1"], "teacher_fold_f1": [r["fold_f1"] for r in
                                                                report["teachers"]],

@@ -90,6 +90,11 @@ def project(tmp_path, tiny_titles):
     shutil.copy(ROOT / ".telemetry", root / ".telemetry")
     shutil.copytree(ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
+    # MLflow caches its store per tracking URI for the life of the process, so the relative
+    # sqlite:///mlflow.db would keep writing to the first project's file: an absolute one
+    mlflow_yml = root / "conf" / "base" / "mlflow.yml"
+    mlflow_yml.write_text(mlflow_yml.read_text().replace(
+        "mlflow_tracking_uri: sqlite:///mlflow.db", f"mlflow_tracking_uri: sqlite:///{root}/mlflow.db"))
     (root / "src").mkdir()  # the package itself is installed in the environment
     raw = root / "data" / "01_raw"
     raw.mkdir(parents=True)

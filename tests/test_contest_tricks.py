@@ -199,14 +199,22 @@ def test_ema_is_its_closed_form_on_a_toy_parameter():
     layer = torch.nn.Linear(1, 1, bias=False)
     values = [0.5, 2.0, -1.0, 4.0]
     with torch.no_grad():
-        layer.weight.fill_(1.0)
+        layer.weight.fill_(1000.0)  # the initial weight: no part of the average
     ema, d = EMA(layer, 0.9), 0.9
+    seen = []
     for v in values:
         with torch.no_grad():
             layer.weight.fill_(v)
         ema.update(layer)
-    expected = d ** 4 * 1.0 + (1 - d) * sum(d ** (3 - t) * v for t, v in enumerate(values))
-    assert ema.shadow["weight"].item() == pytest.approx(expected, rel=1e-6)
+        seen.append(v)
+        # the d-weighted mean of the weights so far: sum d^(t-i) w_i / sum d^(t-i)
+        weights = [d ** (len(seen) - 1 - i) for i in range(len(seen))]
+        expected = sum(w * x for w, x in zip(weights, seen, strict=True)) / sum(weights)
+        assert ema.shadow["weight"].item() == pytest.approx(expected, rel=1e-6)
+    assert EMA(layer, 0.9).steps == 0 and ema.steps == 4
+    # the decay from a horizon in epochs
+    assert AveragingConfig("ema", ema_epochs=4).ema_decay(245) == pytest.approx(1 - 1 / 980)
+    assert AveragingConfig("ema", ema_epochs=0.5).ema_decay(1) == 0.0  # each step's own weights
     with ema.applied(layer):
         assert layer.weight.item() == pytest.approx(expected, rel=1e-6)
     assert layer.weight.item() == 4.0  # its own weights back
@@ -231,13 +239,14 @@ def test_fit_returns_the_ema_of_its_own_trajectory_and_the_swa_of_its_last_epoch
                         if v.is_floating_point()}
     fit(plain, train, CFG, objective, None, on_step=lambda *_: steps.append(floats(plain)),
         on_epoch_end=lambda r: epochs.append(floats(plain)))
-    # EMA by hand over the same weights (averaging does not change the training itself)
-    d = 0.8
-    shadow = floats(start)
-    for weights in steps:
-        shadow = {k: d * shadow[k] + (1 - d) * weights[k] for k in shadow}
+    # EMA by hand over the same weights (averaging does not change the training itself):
+    # the d-weighted mean of the steps' weights, d from a horizon of 1.5 epochs
+    per_epoch = len(steps) // CFG.epochs
+    d = 1 - 1 / (1.5 * per_epoch)
+    total = [d ** (len(steps) - 1 - i) for i in range(len(steps))]
+    shadow = {k: sum(w * s[k] for w, s in zip(total, steps, strict=True)) / sum(total) for k in steps[0]}
     ema_model = copy.deepcopy(start)
-    fit(ema_model, train, CFG, objective, None, averaging=AveragingConfig("ema", ema_decay=d))
+    fit(ema_model, train, CFG, objective, None, averaging=AveragingConfig("ema", ema_epochs=1.5))
     for name, value in shadow.items():
         torch.testing.assert_close(ema_model.state_dict()[name], value, rtol=1e-5, atol=1e-6)
     swa_model = copy.deepcopy(start)

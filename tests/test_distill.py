@@ -164,7 +164,7 @@ def test_distill_pipeline_trains_teachers_and_a_linked_student_that_submit_uses(
     assert [r["held_out_titles"] for r in report["teachers"]] == [len(f) for f in folds["folds"]]
     teachers = newest(data / "06_models", "distill_teachers")
     assert json.loads((teachers / "models.json").read_text()) == {"models": ["fold_1", "fold_2"]}
-    targets = pd.read_parquet(newest(data / "05_model_input", "soft_targets.parquet"))
+    targets = pd.read_parquet(newest(data / "06_models", "soft_targets.parquet"))
     unlabelled = pd.read_parquet(newest(data / "03_primary", "unlabelled_titles.parquet"))
     assert (targets["source"] == "train").sum() == len(train)
     assert (targets["source"] == "unlabelled").sum() == len(
@@ -173,6 +173,7 @@ def test_distill_pipeline_trains_teachers_and_a_linked_student_that_submit_uses(
     student = json.loads((newest(data / "06_models", "ner_model") / "config.json").read_text())
     info = student["training"]["distill"]
     assert info["role"] == "student" and info["unlabelled_titles"] == 9
+    assert info["teachers_oof_f1"] == report["oof_f1"] and info["folds"] == 2
     assert "loss_distill" in student["training"]["history"][0]
     assert newest(data / "07_model_output", "submission.txt").is_file()
     from mlflow.tracking import MlflowClient

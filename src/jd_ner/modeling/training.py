@@ -259,10 +259,10 @@ def fit(model: NerModel, train: Sequence[Example], cfg: TrainConfig, objective,
     else:
         step_module = _ObjectiveStep(model, objective)
     adversary = Adversary(adversarial, model) if adversarial is not None else None
-    averager = build_averager(averaging, model) if averaging is not None else None
     collate = collator_for(model)
     rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    averager = build_averager(averaging, model, steps_per_epoch) if averaging is not None else None
     epochs = planned_epochs(cfg, steps_per_epoch)
     total = steps_per_epoch * epochs
     # The fused kernel updates all parameters in one pass: ~10% of a CPU step here, most of

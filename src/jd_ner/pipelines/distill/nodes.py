@@ -88,6 +88,8 @@ def train_teachers(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
               "oof_f1": oof["flat_f1"], "oof_precision": oof["flat_precision"],
               "oof_recall": oof["flat_recall"], "oof_f1_95": oof["interval_95"]["f1"],
               "teachers": rows}
+    for teacher in teachers.values():  # what the student records of its teachers
+        teacher.spec.training["distill"]["oof_f1"] = oof["flat_f1"]
     log_metrics({"teachers_oof_f1": oof["flat_f1"]})
     log_tags({"distill.teacher_runs": ",".join(str(r["mlflow_run_id"]) for r in rows),
               "distill.folds": k})
@@ -147,15 +149,17 @@ def teacher_targets(teachers: dict[str, NerModel], train_titles: pd.DataFrame,
 def train_student(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
                   lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
                   checkpoints: CheckpointStore, targets: pd.DataFrame,
-                  teachers_report: dict) -> tuple[NerModel, pd.DataFrame]:
+                  teachers: dict[str, NerModel]) -> tuple[NerModel, pd.DataFrame]:
     """The student: gold loss plus ``objective.distill.weight`` x the soft-target loss;
     unlabelled titles learn from their soft targets alone. It records its teachers."""
     model, history = train_model(model, train_input, dev_input, lexicon_folds, dev_titles,
                                  config, decode, checkpoints, soft_targets=targets)
+    records = [t.spec.training.get("distill", {}) for t in teachers.values()]
     model.spec.training["distill"] = {
-        "role": "student", "folds": teachers_report["folds"],
-        "teachers_oof_f1": teachers_report["oof_f1"],
-        "teacher_runs": [r["mlflow_run_id"] for r in teachers_report["teachers"]],
+        "role": "student", "folds": len(teachers),
+        "teachers_version": getattr(next(iter(teachers.values())), "version", None),
+        "teachers_oof_f1": records[0].get("oof_f1"),
+        "teacher_runs": [r.get("mlflow_run_id") for r in records],
         "unlabelled_titles": int((targets["source"] == "unlabelled").sum()),
         "weight": float(config["objective"].get("distill", {}).get("weight", 1.0))}
     log_tags({"distill.role": "student"})

@@ -25,6 +25,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                                "params:distill", "params:evaluate"],
              ["soft_targets", "soft_targets_report"], name="teacher_targets"),
         node(train_student, ["untrained_model", "train_model_input", *TRAINING, "soft_targets",
-                             "distill_teachers_report"],
+                             "distill_teachers"],
              ["ner_model", "training_history"], name="train_student"),
     ])

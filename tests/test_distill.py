@@ -88,7 +88,8 @@ def numpy_multilabel_ce(s: np.ndarray, p: np.ndarray, valid: np.ndarray) -> floa
 
 def test_student_loss_is_gold_ce_plus_weighted_soft_ce_computed_independently():
     model, objective, chars, bigrams = tiny_student(weight=0.7)
-    # a gold title with soft targets, an unlabelled title (gold weight 0) with soft targets
+    # a gold title with soft targets, an unlabelled title (gold weight 0) with soft targets,
+    # a gold title without (a row the soft term leaves out)
     examples = [
         Example(0, 0, 7, tuple(encode_chars(chars, TEXTS[0])),
                 tuple(encode_bigrams(bigrams, TEXTS[0])), ((0, 1, 0), (2, 4, 1)),
@@ -96,10 +97,12 @@ def test_student_loss_is_gold_ce_plus_weighted_soft_ce_computed_independently():
         Example(1, 0, 7, tuple(encode_chars(chars, TEXTS[1])),
                 tuple(encode_bigrams(bigrams, TEXTS[1])), (), weight=0.0,
                 soft=((0, 1, 0, 0.9), (2, 2, 1, 1.0))),
+        Example(2, 0, 5, tuple(encode_chars(chars, TEXTS[2])),
+                tuple(encode_bigrams(bigrams, TEXTS[2])), ((0, 1, 1),)),
     ]
     batch = collator_for(model)(examples)
     assert batch["soft_targets"][0, 1, 3, 5].item() == pytest.approx(0.6)  # [CLS] shifts by 1
-    assert batch["has_soft_targets"].tolist() == [1.0, 1.0]
+    assert batch["has_soft_targets"].tolist() == [1.0, 1.0, 0.0]
     model.train()
     total, parts = objective(model, batch)
     with torch.no_grad():
@@ -109,18 +112,33 @@ def test_student_loss_is_gold_ce_plus_weighted_soft_ce_computed_independently():
     soft = batch["soft_targets"].numpy()
     b, t = scores.shape[:2]
     gold_term = sum(w * numpy_multilabel_ce(scores[i, k], gold[i, k], valid[i, k])
-                    for i, w in enumerate([1.0, 0.0]) for k in range(t)) / (b * t)
+                    for i, w in enumerate([1.0, 0.0, 1.0]) for k in range(t)) / (b * t)
     soft_term = sum(numpy_multilabel_ce(scores[i, k], soft[i, k], valid[i, k])
-                    for i in range(b) for k in range(t)) / (b * t)
+                    for i in range(2) for k in range(t)) / (b * t)
     assert parts["loss_main"].item() == pytest.approx(gold_term, rel=1e-5)
-    assert parts["loss_distill"].item() == pytest.approx(0.7 * soft_term, rel=1e-5)
+    assert parts["loss_distill"].item() == pytest.approx(soft_term, rel=1e-5)
     assert total.item() == pytest.approx(gold_term + 0.7 * soft_term, rel=1e-5)
     # targets of exactly 0 and 1 make the soft term the hard one
     hard = [Example(e.title_id, 0, e.title_length, e.char_ids, e.bigram_ids, e.spans,
                     soft=tuple((s, en, lab, 1.0) for s, en, lab in e.spans)) for e in examples[:1]]
     _, hard_parts = objective(model, collator_for(model)(hard))
-    assert hard_parts["loss_distill"].item() == pytest.approx(0.7 * hard_parts["loss_main"].item(),
+    assert hard_parts["loss_distill"].item() == pytest.approx(hard_parts["loss_main"].item(),
                                                               rel=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.9, 0.3, 0.02])
+def test_the_soft_loss_of_a_lone_cell_is_least_at_half_the_teachers_log_odds(p):
+    # valid cells: one; its target p; the loss over a grid of scores, minimised numerically
+    grid = np.linspace(-6, 6, 24001)
+    losses = [numpy_multilabel_ce(np.array([s]), np.array([p]), np.array([True])) for s in grid]
+    best = grid[int(np.argmin(losses))]
+    assert best == pytest.approx(math.log(p / (1 - p)) / 2, abs=1e-3)
+    from jd_ner.modeling.losses import soft_label_gp_loss
+
+    s = torch.tensor([[[[best]]]], dtype=torch.float64, requires_grad=True)
+    loss = soft_label_gp_loss(s, torch.tensor([[[[p]]]]), torch.ones(1, 1, 1, 1, dtype=torch.bool), 0.0)
+    loss.backward()
+    assert abs(s.grad.item()) < 1e-3  # the project's loss is stationary there too
 
 
 def test_soft_targets_join_the_train_windows_and_add_unlabelled_titles():

@@ -15,9 +15,12 @@ multilabel cross-entropy of one forward pass.
 * auxiliary heads (training only): a 1-type GP for "any entity" (``boundary``) and one for
   the main type (``main_entity``), each loss weighted;
 * soft targets (a distilled student, the ``distill`` pipeline): on titles whose batch rows
-  carry a teacher's probabilities p, ``distill.weight`` times the soft-label multilabel CE
-  with those p is added to the gold loss (rows without gold, unlabelled titles, have gold
-  weight 0); mixup mixes the soft losses as it mixes the gold ones;
+  carry a teacher's probabilities p, the soft-label multilabel CE with those p is a task of
+  weight ``distill.weight`` beside the gold loss (rows without gold, unlabelled titles, have
+  gold weight 0 but still count in the gold mean's B x T); mixup mixes the soft losses as it
+  mixes the gold ones. Its optimum for a lone cell is s = logit(p) / 2 (d/ds of
+  log(1 + (1-p)e^s) + log(1 + p e^-s) vanishes at (1-p)e^2s = p): the teachers' decisions,
+  half their log-odds;
 * ``weighting: logsum``: the task losses (main and auxiliary) are combined as
   sum_t log(max(L_t, eps)) instead of sum_t w_t L_t. Its gradient weights task t by 1/L_t,
   which grows without bound as L_t nears 0: eps caps it. Regularisers (R-Drop, SimCSE)
@@ -149,17 +152,18 @@ class Objective:
 
     def soft_loss(self, scores: torch.Tensor, targets: torch.Tensor, has: torch.Tensor,
                   valid: torch.Tensor, mixer: Mixer | None) -> torch.Tensor:
-        """``distill.weight`` x the soft-label CE against teacher probabilities, over the rows
-        that have them (``has`` 1), divided by B x T like the gold loss."""
+        """The soft-label CE against teacher probabilities, over the rows that have them
+        (``has`` 1), divided by B x T like the gold loss. For one cell alone its minimum is at
+        s = logit(p) / 2: the student keeps the teachers' decisions (s > 0 where p > 0.5)
+        with half their log-odds."""
         def term(p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             loss = soft_label_gp_loss(scores, p, valid, 0.0, reduction="none")
             return (loss * rows[:, None]).mean()
 
-        weight = float(self.cfg["distill"]["weight"])
         if mixer is None:
-            return weight * term(targets, has)
-        return weight * (mixer.lam * term(targets, has)
-                         + (1.0 - mixer.lam) * term(targets[mixer.perm], has[mixer.perm]))
+            return term(targets, has)
+        return mixer.lam * term(targets, has) + (1.0 - mixer.lam) * term(targets[mixer.perm],
+                                                                       has[mixer.perm])
 
     def sample_mixer(self, batch_size: int, views: int, device) -> Mixer | None:
         """A mixer for this batch with probability ``mixup.probability``, else None.
@@ -210,6 +214,8 @@ class Objective:
         scores, main, distilled = self.head_loss(model, h, batch["labels"], valid, mixer, weight,
                                                  soft)
         tasks, weights = {"main": main}, {"main": 1.0}
+        if distilled is not None:  # a task like the auxiliary ones (log-scaled under logsum)
+            tasks["distill"], weights["distill"] = distilled, float(self.cfg["distill"]["weight"])
         for name, labels in self.aux_labels(batch["labels"]).items():
             tasks[name] = self.mixed_loss(model.aux_heads[name](h), labels, valid, mixer, weight)
             weights[name] = float(self.cfg[name]["weight"])
@@ -217,9 +223,6 @@ class Objective:
         if self.cfg["mixup"]["enabled"]:  # the share of titles in mixed batches, per epoch
             parts["mixed"] = torch.tensor(float(mixer is not None))
         total = combine_tasks(tasks, weights, self.cfg["weighting"], float(self.cfg["logsum_eps"]))
-        if distilled is not None:
-            parts["loss_distill"] = distilled.detach()
-            total = total + distilled
         if self.cfg["rdrop"]["enabled"]:
             s, t = scores[:size], scores[size:]
             reg = rdrop_loss(s, t, valid[:size], float(self.cfg["rdrop"]["alpha"]))

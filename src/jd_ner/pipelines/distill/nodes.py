@@ -7,6 +7,11 @@ on the train titles and on the unlabelled titles are averaged (``jd_ner.modeling
 into sparse soft targets; the student then trains on the gold titles with their soft
 targets and on the unlabelled titles with soft targets only (``train.objective.distill``).
 The student is the run's ``ner_model``: what evaluate and submit use.
+
+On a train title k - 1 of the k teachers trained on it, so its soft targets lean to its
+gold labels; the unlabelled titles carry the ensemble's own knowledge. Under the default
+schedule (``train.optim.epochs: auto``, a fixed step budget) the unlabelled windows share
+the student's steps: with 5,000 of them it sees the gold titles about 9 times, not 14.
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ def train_teachers(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
     """One teacher per fold, trained (from ``model``'s initial weights, with its own
     seed) on the other folds, each in an MLflow run nested in this one; their held-out
     folds' predictions scored together give the out-of-fold F1."""
+    if model.spec.lexicon:
+        raise ValueError("the distill pipeline does not combine with the entity lexicon (gpkg): "
+                         "the model's lexicon holds every train title's entities, so a teacher "
+                         "would read its held-out fold's labels; drop model.lexicon")
+    if (config.get("pseudo_labels") or {}).get("enabled"):
+        raise ValueError("the distill pipeline does not combine with pseudo labels (trick "
+                         "pseudo): its student learns unlabelled titles from the teachers' soft "
+                         "targets instead")
     split = texts_digest(window_titles(train_input).values())
     seed, k = int(config["optim"]["seed"]), int(folds["k"])
     teachers, rows, held_out_predictions = {}, [], []

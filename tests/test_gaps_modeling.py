@@ -896,6 +896,45 @@ def test_fit_interrupted_and_resumed_from_checkpoints_equals_an_uninterrupted_ru
     assert every_step.saves == [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2), (4, 0)]
 
 
+def test_an_ema_run_interrupted_mid_epoch_resumes_to_the_same_averaged_weights():
+    # the EMA's shadow and its step count (its bias correction) travel in the checkpoint
+    from jd_ner.modeling.averaging import AveragingConfig
+
+    cfg = TrainConfig(epochs=3, batch_size=2, learning_rate=5e-3, amp=False, progress=False,
+                      device="cpu", seed=7)
+
+    def run(checkpoints, stop_at=None):
+        model = tiny_model(["小米华为充ab12c手机壳子充电器 2"])
+        calls, plain = [0], Objective({})
+        init = model.head.dense.weight.detach().clone()
+
+        def evaluate(m):  # grows as the (averaged) weights move away: the last epoch is kept
+            return {"dev_f1": float((m.head.dense.weight.detach() - init).norm())}
+
+        def objective(m, batch):
+            calls[0] += 1
+            if calls[0] == stop_at:
+                raise Interrupted
+            return plain(m, batch)
+
+        try:
+            result = fit(model, small_examples(model), cfg, objective, evaluate,
+                         checkpoints=checkpoints, averaging=AveragingConfig("ema", ema_epochs=1.0))
+        except Interrupted:
+            return None
+        assert result.best_epoch == 3
+        return model.state_dict()
+
+    straight = run(MemoryCheckpoints(every=2))
+    resumed = MemoryCheckpoints(every=2)
+    assert run(resumed, stop_at=6) is None  # killed in epoch 2, after a mid-epoch save
+    again = run(resumed)
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+    plain_run = tiny_model(["小米华为充ab12c手机壳子充电器 2"])
+    fit(plain_run, small_examples(plain_run), cfg, Objective({}), None)
+    assert not all(torch.equal(straight[k], v) for k, v in plain_run.state_dict().items())
+
+
 def test_fit_runs_the_objective_under_autocast_only_with_amp(monkeypatch):
     from jd_ner.modeling import device
 

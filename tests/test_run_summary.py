@@ -1,5 +1,6 @@
 """The closing summary a `kedro run` prints."""
 
+import json
 from pathlib import Path
 
 from jd_ner.hooks import run_summary
@@ -23,3 +24,13 @@ def test_the_summary_names_model_scores_outputs_and_the_mlflow_run():
     assert lines[4].startswith("MLflow run abc: ") and "#/experiments/1/runs/abc?" in lines[4]
     unevaluated = run_summary((version, False), {"note": "UNEVALUATED: final fit"}, {}, None)
     assert unevaluated == [f"model {version} (loaded)", "UNEVALUATED: final fit"]
+
+
+def test_a_distill_run_also_names_its_teachers(tmp_path):
+    report = tmp_path / "08_reporting" / "distill_teachers_report.json"
+    report.parent.mkdir()
+    report.write_text(json.dumps({"folds": 3, "oof_f1": 0.73251, "teachers": [
+        {"fold_f1": 0.7388}, {"fold_f1": 0.7300}, {"fold_f1": 0.7316}]}))
+    lines = run_summary(("v", True), None, {"distill_teachers_report": report}, None)
+    assert lines[1] == ("teachers: 3, out-of-fold F1 0.7325 (folds 0.7300-0.7388); the model "
+                        "above is their student")

@@ -12,6 +12,7 @@ short summary: model, F1, where the submission and reports are, the MLflow run.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -183,6 +184,12 @@ def run_summary(model: tuple[str, bool] | None, summary: dict | None,
             lines.append(f"test F1 {test['f1']:.4f} (95% {low:.4f}-{high:.4f}; P "
                          f"{test['precision']:.3f}, R {test['recall']:.3f})"
                          + (f" · dev F1 {dev['f1']:.4f} (selected the epoch)" if "f1" in dev else ""))
+    teachers = saved.get("distill_teachers_report")
+    if teachers is not None and Path(teachers).is_file():  # a distill run: its teachers too
+        report = json.loads(Path(teachers).read_text(encoding="utf-8"))
+        folds = [t["fold_f1"] for t in report["teachers"]]
+        lines.append(f"teachers: {report['folds']}, out-of-fold F1 {report['oof_f1']:.4f} "
+                     f"(folds {min(folds):.4f}-{max(folds):.4f}); the model above is their student")
     if "submission" in saved:
         lines.append(f"submission: {saved['submission']}")
     reports = [p for p in saved.values() if "08_reporting" in p.parts]

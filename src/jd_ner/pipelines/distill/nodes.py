@@ -156,6 +156,11 @@ def teacher_targets(teachers: dict[str, NerModel], train_titles: pd.DataFrame,
               "cells_p_at_least_half": int(confident)}
     logger.info("soft targets: %d titles (%d unlabelled), %.1f cells per title, %d with p >= 0.5",
                 report["titles"], report["unlabelled_titles"], report["cells_per_title"], confident)
+    if report["cells_per_title"] > 1000:  # trained teachers keep tens (JD: 40-44)
+        logger.warning("the teachers give %.0f cells per title a probability of at least %.2f: "
+                       "they are unsure of nearly every span (barely trained?), so the student "
+                       "learns little from them and the targets are large",
+                       report["cells_per_title"], floor_p)
     return frame, report
 
 

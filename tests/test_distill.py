@@ -34,14 +34,15 @@ def sig(x: float) -> float:
 def test_teachers_probabilities_are_averaged_at_the_temperature_and_kept_above_the_floor():
     t = 2.0
     one = {0: [(0, 1, 0, 3.0), (2, 4, 1, -1.0)], 1: []}
-    two = {0: [(0, 1, 0, 1.0), (5, 5, 0, -8.0)], 1: [(1, 2, 1, 0.5)]}
+    two = {0: [(0, 1, 0, 1.0), (5, 5, 0, -8.0)], 1: [(1, 2, 1, 0.5), (4, 4, 0, -3.63)]}
     cells = average_teachers([one, two], t, 0.05)
     # (0, 1, 0): both teachers; (2, 4, 1) and (1, 2, 1): one teacher, the other adds 0;
     # (5, 5, 0): (sigmoid(-4) + 0) / 2 = 0.009 < 0.05, dropped
     assert [c[:3] for c in cells[0]] == [(0, 1, 0), (2, 4, 1)]
     assert [c[3] for c in cells[0]] == pytest.approx([(sig(1.5) + sig(0.5)) / 2, sig(-0.5) / 2])
-    assert [c[:3] for c in cells[1]] == [(1, 2, 1)]
-    assert cells[1][0][3] == pytest.approx(sig(0.25) / 2)
+    # (4, 4, 0): sigmoid(-1.815) / 2 = 0.070, above the 0.05 cut
+    assert [c[:3] for c in cells[1]] == [(1, 2, 1), (4, 4, 0)]
+    assert [c[3] for c in cells[1]] == pytest.approx([sig(0.25) / 2, sig(-1.815) / 2])
     # the floor is the score whose probability at T is the minimum probability
     assert sig(score_floor(t, 0.05) / t) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="temperature"):
@@ -52,6 +53,8 @@ def test_soft_cells_are_kept_in_the_windows_that_hold_them_whole():
     cells = [(0, 2, 0, 0.9), (3, 6, 1, 0.4), (8, 9, 0, 0.2)]
     assert window_cells(cells, 3, 5) == ((0, 3, 1, 0.4),)
     assert window_cells(cells, 0, 10) == tuple(cells)
+    # the window [3, 8) holds a cell ending at 7, not one ending at 8
+    assert window_cells([(3, 7, 0, 0.5), (3, 8, 0, 0.5)], 3, 5) == ((0, 4, 0, 0.5),)
 
 
 def test_folds_cover_the_train_titles_once_each():
@@ -126,6 +129,30 @@ def test_student_loss_is_gold_ce_plus_weighted_soft_ce_computed_independently():
                                                               rel=1e-5)
 
 
+def test_mixup_mixes_the_soft_losses_with_each_rows_partner():
+    from jd_ner.modeling.tricks import Mixer
+
+    _, objective, _, _ = tiny_student()
+    torch.manual_seed(3)
+    scores = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    mask = torch.tensor([[False, True, True, True, False], [False, True, True, False, False]])
+    valid = valid_cells(mask)
+    targets = torch.zeros(2, 2, 5, 5)
+    targets[0, 0, 1, 2], targets[0, 1, 3, 3], targets[1, 1, 1, 1] = 0.8, 0.3, 0.6
+    has = torch.tensor([1.0, 0.0])  # the second row has no soft targets of its own
+    lam, perm = 0.3, torch.tensor([1, 0])
+    got = objective.soft_loss(scores, targets, has, valid, Mixer(lam, perm, "encoder")).item()
+    s, v = scores.numpy(), valid.expand(scores.shape).numpy()
+
+    def term(p, rows):
+        return sum(rows[i] * numpy_multilabel_ce(s[i, k], p[i, k], v[i, k])
+                   for i in range(2) for k in range(2)) / 4
+
+    t = targets.numpy()
+    expected = lam * term(t, [1.0, 0.0]) + (1 - lam) * term(t[[1, 0]], [0.0, 1.0])
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("p", [0.9, 0.3, 0.02])
 def test_the_soft_loss_of_a_lone_cell_is_least_at_half_the_teachers_log_odds(p):
     # valid cells: one; its target p; the loss over a grid of scores, minimised numerically
@@ -162,6 +189,42 @@ def test_soft_targets_join_the_train_windows_and_add_unlabelled_titles():
     bad = targets.assign(soft=['[[0, 1, "9", 0.5]]', "[]"])
     with pytest.raises(ValueError, match="type '9'"):
         with_soft_targets(model, train, {5: TEXTS[0]}, bad, first_id=9)
+
+
+def test_each_teacher_trains_without_its_fold_and_scores_only_it(monkeypatch):
+    from jd_ner.pipelines.distill import nodes
+
+    model, _, _, _ = tiny_student()
+    titles = titles_frame([{"title_id": i, "text": TEXTS[i % 3], "spans": "[]", "line": i}
+                           for i in range(7)])
+    windows = pd.DataFrame({"title_id": titles["title_id"], "char_start": 0,
+                            "title_length": titles["text"].str.len(), "text": titles["text"]})
+    folds = assign_folds(titles, {"folds": 3, "seed": 1})
+    trained_on, scored = [], []
+
+    def fake_train(teacher, train_input, *args, split=None, **kwargs):
+        trained_on.append(set(train_input["title_id"]))
+        teacher.spec.training = {"history": []}
+        return teacher, None
+
+    def fake_predict(teacher, frame, *args, **kwargs):
+        scored.append(set(frame["title_id"]))
+        return frame[["title_id"]].assign(spans="[]", scores=[[] for _ in range(len(frame))])
+
+    def fake_score(pred, frame, *args):
+        assert list(pred["title_id"]) == list(frame["title_id"])  # pooled in title order
+        return {"flat_f1": 0.5, "flat_precision": 0.5, "flat_recall": 0.5,
+                "interval_95": {"f1": [0.4, 0.6]}}, None
+
+    monkeypatch.setattr(nodes, "train_model", fake_train)
+    monkeypatch.setattr(nodes, "predict_titles", fake_predict)
+    monkeypatch.setattr(nodes, "score_titles", fake_score)
+    config = tiny_config("scratch")
+    teachers, report = nodes.train_teachers(model, windows, windows.iloc[:0], {}, titles.iloc[:0],
+                                            config, {}, None, folds, titles, {})
+    for held, seen, judged in zip(folds["folds"], trained_on, scored, strict=True):
+        assert seen == set(titles["title_id"]) - set(held) and judged == set(held)
+    assert list(teachers) == ["fold_1", "fold_2", "fold_3"] and report["oof_f1"] == 0.5
 
 
 DISTILL_RUN = {**TINY_RUN, "distill": {"folds": 2}}

@@ -84,10 +84,11 @@ def train_teachers(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
             metrics, _ = score_titles(pred, fold_titles, decode, evaluate)
             log_metrics({"fold_f1": metrics["flat_f1"]})
         held_out_predictions.append(pred)
-        best = teacher.spec.training["history"]
+        history = teacher.spec.training["history"]
         row = {"fold": i, "held_out_titles": len(held), "fold_f1": metrics["flat_f1"],
                "fold_precision": metrics["flat_precision"], "fold_recall": metrics["flat_recall"],
-               "dev_f1": max((r.get("dev_f1", float("nan")) for r in best), default=float("nan")),
+               "dev_f1": max((r["dev_f1"] for r in history if "dev_f1" in r),
+                             default=float("nan")),
                "seed": seed + i, "mlflow_run_id": run_id}
         teacher.spec.training["distill"] = {"role": "teacher", "fold": i, "folds": k,
                                             "fold_f1": metrics["flat_f1"], "mlflow_run_id": run_id}

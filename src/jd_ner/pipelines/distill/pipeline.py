@@ -1,6 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
-from ..train.nodes import build_model, resolve_training_config
+from ..train.pipeline import model_pipeline
 from .nodes import assign_folds, teacher_targets, train_student, train_teachers
 
 TRAINING = ["dev_model_input", "entity_lexicon_folds", "dev_titles", "training_config",
@@ -8,14 +8,7 @@ TRAINING = ["dev_model_input", "entity_lexicon_folds", "dev_titles", "training_c
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline([
-        node(resolve_training_config, ["params:trick", "params:train"], "training_config",
-             name="resolve_training_config"),
-        node(build_model,
-             ["training_config", "char_vocab", "bigram_vocab", "pinyin_vocab", "glyph_vocab",
-              "entity_lexicon", "label_schema", "params:features", "params:pretrained_encoder",
-              "char_encoder", "word_vocab"],
-             "untrained_model", name="build_model"),
+    return model_pipeline() + Pipeline([
         node(assign_folds, ["train_titles", "params:distill"], "distill_folds",
              name="assign_distill_folds"),
         node(train_teachers, ["untrained_model", "train_model_input", *TRAINING, "distill_folds",

@@ -19,7 +19,9 @@ excludes 0 is a gain (or loss) beyond the noise of this test split and these see
 A trick that names ``distill`` (``distill``, ``distill+ema``: the other presets apply to
 teachers and student) runs the distill pipeline's nodes instead of one training: k-fold
 teachers, their soft targets on the train titles and the ``--unlabelled`` files, and the
-student, which is what is scored.
+student, which is what is scored. An ensemble (``ensemble``, ``train.ensemble.members``)
+is scored as a whole and each member as a run of ``<trick>/members`` (with its own seed;
+member 1 is the single model of the run's seed): the table shows what averaging bought.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from jd_ner.checkpoints import CheckpointStore
-    from jd_ner.encoder_files import SavedEncoder
+    from jd_ner.encoder_files import SavedEncoder, texts_digest
     from jd_ner.evaluation import per_title_counts
     from jd_ner.pipelines.evaluate.nodes import decoded_entities, predict_titles, score_titles
     from jd_ner.pipelines.features import nodes as features
@@ -109,6 +111,14 @@ def run_one(args: argparse.Namespace) -> dict:
     titles, _ = parse_labelled_titles(RawFile(str(args.train_file), args.train_file.read_bytes()),
                                       params["ingest"])
     train, dev, test = split_titles(titles, params["ingest"])
+    split = None
+    if args.train_fraction < 1:
+        # a learning curve: fewer labelled titles, the same dev and test; the model still
+        # belongs to the whole split (a pretrained encoder made for it saw the rest unlabelled)
+        split = texts_digest(train["text"])
+        keep = max(1, round(len(train) * args.train_fraction))
+        train = train.sample(n=keep, random_state=int(params["ingest"]["split_seed"]))
+        train = train.sort_values("title_id").reset_index(drop=True)
     fp, pretrained = params["features"], params["pretrained_encoder"]
     config = resolve_training_config(preset, params["train"])
     for item in overrides:  # over the presets: `rdrop[train.objective.rdrop.alpha=2]` means it
@@ -149,24 +159,40 @@ def run_one(args: argparse.Namespace) -> dict:
                                                 params, CheckpointStore(tmp), args.unlabelled)
         else:
             model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev,
-                                         config, params["decode"], CheckpointStore(tmp), pseudo)
+                                         config, params["decode"], CheckpointStore(tmp), pseudo,
+                                         split=split)
     train_minutes = (time.perf_counter() - started) / 60
-    out = {"trick": args.trick, "seed": args.seed, **extra,
-           "parameters": sum(p.numel() for p in model.parameters()),
-           "train_minutes": train_minutes,
-           "train_titles_per_s": float(history["train_titles_per_s"].median()),
-           "best_epoch": int(history.loc[history["dev_f1"].idxmax(), "epoch"]),
-           "epochs": int(history["epoch"].max())}
-    for name, frame in (("dev", dev), ("test", test)):
-        pred = predict_titles(model, frame, params["evaluate"])
-        metrics, _ = score_titles(pred, frame, params["decode"], params["evaluate"])
-        out[f"{name}_f1"], out[f"{name}_precision"], out[f"{name}_recall"] = (
-            metrics["flat_f1"], metrics["flat_precision"], metrics["flat_recall"])
-        out[f"{name}_f1_95"] = metrics["interval_95"]["f1"]
-    # per-title counts of the test split, for the paired bootstrap across runs
-    flat, _, gold = decoded_entities(pred, test, params["decode"])
-    out["test_counts"] = per_title_counts(flat, gold, test["title_id"]).tolist()
-    out["test_titles"] = len(test)
+
+    def scored(model, history: pd.DataFrame) -> dict:
+        out = {"train_titles": len(train), "parameters": sum(p.numel() for p in model.parameters()),
+               "train_titles_per_s": float(history["train_titles_per_s"].median()),
+               "best_epoch": int(history.loc[history["dev_f1"].idxmax(), "epoch"]),
+               "epochs": int(history["epoch"].max())}
+        for name, frame in (("dev", dev), ("test", test)):
+            pred = predict_titles(model, frame, params["evaluate"], progress=False)
+            metrics, _ = score_titles(pred, frame, params["decode"], params["evaluate"])
+            out[f"{name}_f1"], out[f"{name}_precision"], out[f"{name}_recall"] = (
+                metrics["flat_f1"], metrics["flat_precision"], metrics["flat_recall"])
+            out[f"{name}_f1_95"] = metrics["interval_95"]["f1"]
+        # per-title counts of the test split, for the paired bootstrap across runs
+        flat, _, gold = decoded_entities(pred, test, params["decode"])
+        out["test_counts"] = per_title_counts(flat, gold, test["title_id"]).tolist()
+        out["test_titles"] = len(test)
+        return out
+
+    if "member" not in history:
+        return {"trick": args.trick, "seed": args.seed, **extra, "train_minutes": train_minutes,
+                **scored(model, history)}
+    # an ensemble: scored as a whole and member by member, as runs of `<trick>/members` with
+    # the members' seeds (member 1, of this seed, is the single model a run of it gives)
+    out = {"trick": args.trick, "seed": args.seed, **extra, "train_minutes": train_minutes,
+           **scored(model, history[history["member"] == 1])}
+    out["members"] = [{"trick": f"{args.trick}/members", "seed": int(record["seed"]),
+                       "train_minutes": train_minutes / len(model.members),
+                       **scored(member, history[history["member"] == i])}
+                      for i, (member, record) in enumerate(zip(
+                          model.members, model.spec.training["ensemble"]["members"],
+                          strict=True), start=1)]
     return out
 
 
@@ -287,6 +313,9 @@ def main() -> None:
                         help="one-title-per-line files whose titles a distilled student also "
                              "learns from (the teachers' soft targets); the split's dev and test "
                              "titles are left out")
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="train on this share of the train split's titles (a seeded sample; "
+                             "dev and test unchanged): a learning curve")
     parser.add_argument("--conf", type=Path, default=ROOT / "conf")
     parser.add_argument("--json", type=Path, help="write the runs and the table here")
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: one run
@@ -296,8 +325,11 @@ def main() -> None:
     if args.trick:
         print(json.dumps(run_one(args)))
         return
+    if not 0 < args.train_fraction <= 1:
+        parser.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
     if args.from_json:
         runs = [r for path in args.from_json for r in json.loads(path.read_text())["runs"]]
+        runs += [member for r in runs for member in r.pop("members", [])]
         first = [t.strip() for t in args.tricks.split(",") if t.strip()][0]
         if any(r["trick"] == first for r in runs):
             runs.sort(key=lambda r: r["trick"] != first)  # the reference trick first
@@ -313,6 +345,7 @@ def main() -> None:
                    *(["--char-encoder", str(args.char_encoder)] if args.char_encoder else []),
                    *(["--pseudo-titles", str(args.pseudo_titles)] if args.pseudo_titles else []),
                    *(["--unlabelled", *map(str, args.unlabelled)] if args.unlabelled else []),
+                   "--train-fraction", str(args.train_fraction),
                    *[f"--set={item}" for item in args.params or []]]
 
     lock = threading.Lock()
@@ -335,6 +368,7 @@ def main() -> None:
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(launch, jobs))
+    results += [member for r in results for member in r.pop("members", [])]
     rows = summarise(results)
     print_table(rows)
     if args.json:

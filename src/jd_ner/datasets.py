@@ -181,31 +181,63 @@ class OptionalTitlesDataset(_VersionedPath):
         data.to_parquet(path, index=False)
 
 
-def save_model(model, directory: str | os.PathLike) -> None:
-    """Write weights and spec atomically: into a temporary folder, then renamed."""
+ENSEMBLE_FORMAT = "jd_ner.ensemble/1"
+
+
+def _write_model(model, folder: Path) -> None:
     from safetensors.torch import save_file
 
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": model.spec.to_dict()["format"]})
+    (folder / CONFIG).write_text(json.dumps(model.spec.to_dict(), ensure_ascii=False, indent=1),
+                                 encoding="utf-8")
+
+
+def save_model(model, directory: str | os.PathLike) -> None:
+    """Write weights and spec atomically: into a temporary folder, then renamed. An
+    ensemble is a ``config.json`` naming its members, each a model folder inside."""
+    from jd_ner.modeling.ensemble import EnsembleModel
+
     def write(tmp: Path) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": model.spec.to_dict()["format"]})
-        (tmp / CONFIG).write_text(json.dumps(model.spec.to_dict(), ensure_ascii=False, indent=1),
-                                  encoding="utf-8")
+        if not isinstance(model, EnsembleModel):
+            _write_model(model, tmp)
+            return
+        names = [f"member_{i}" for i in range(1, len(model.members) + 1)]
+        for name, member in zip(names, model.members, strict=True):
+            _write_model(member, tmp / name)
+        (tmp / CONFIG).write_text(json.dumps({"format": ENSEMBLE_FORMAT, "members": names,
+                                              "training": model.spec.training},
+                                             ensure_ascii=False, indent=1), encoding="utf-8")
 
     write_folder_atomically(directory, write)
 
 
 def load_model(directory: str | os.PathLike):
-    """Rebuild a model from its folder; no pickle, no external configuration."""
+    """Rebuild a model (or an ensemble of them) from its folder; no pickle, no external
+    configuration."""
     from safetensors.torch import load_file
 
+    from jd_ner.modeling.ensemble import EnsembleModel
     from jd_ner.modeling.model import ModelSpec, NerModel
 
     directory = Path(directory)
-    for name in (WEIGHTS, CONFIG):
-        if not (directory / name).is_file():
-            raise DatasetError(f"{directory} is not a saved jd_ner model: {name} is missing")
+    if not (directory / CONFIG).is_file():
+        raise DatasetError(f"{directory} is not a saved jd_ner model: {CONFIG} is missing")
     try:
-        spec = ModelSpec.from_dict(json.loads((directory / CONFIG).read_text(encoding="utf-8")))
+        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise DatasetError(f"{directory / CONFIG}: not JSON ({err})") from None
+    if isinstance(config, dict) and config.get("format") == ENSEMBLE_FORMAT:
+        members = [load_model(directory / name) for name in config["members"]]
+        try:
+            return EnsembleModel(members, config.get("training")).eval()
+        except ValueError as err:
+            raise DatasetError(f"{directory}: {err}") from None
+    if not (directory / WEIGHTS).is_file():
+        raise DatasetError(f"{directory} is not a saved jd_ner model: {WEIGHTS} is missing")
+    try:
+        spec = ModelSpec.from_dict(config)
     except ValueError as err:
         raise DatasetError(f"{directory}: {err}") from None
     model = NerModel(spec)

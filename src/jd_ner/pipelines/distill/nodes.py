@@ -62,6 +62,10 @@ def train_teachers(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
         raise ValueError("the distill pipeline does not combine with pseudo labels (trick "
                          "pseudo): its student learns unlabelled titles from the teachers' soft "
                          "targets instead")
+    if int((config.get("ensemble") or {}).get("members", 1)) > 1:
+        raise ValueError("the distill pipeline does not combine with train.ensemble.members > 1 "
+                         "(trick ensemble): its k teachers are already an ensemble, distilled "
+                         "into one student")
     split = texts_digest(window_titles(train_input).values())
     seed, k = int(config["optim"]["seed"]), int(folds["k"])
     teachers, rows, held_out_predictions = {}, [], []

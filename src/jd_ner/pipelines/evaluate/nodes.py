@@ -243,6 +243,11 @@ def plot_model_learning_curve(model: NerModel, history: pd.DataFrame, training_c
             first, last = record["averaged_epochs"]
             f1 = (record.get("averaged_metrics") or {}).get("dev_f1", float("nan"))
             version = f"{version or ''} (saved: SWA of epochs {first}-{last}, dev F1 {f1:.3f})"
+        if record.get("ensemble"):  # one curve per member; the first stands for them
+            members = record["ensemble"]["members"]
+            f1 = record["ensemble"].get("dev_f1", float("nan"))
+            version = (f"{version or ''} (saved: ensemble of {len(members)}, dev F1 {f1:.3f}; "
+                       f"the curve of member 1)")
     return plot_learning_curve(history, training_config, version)
 
 

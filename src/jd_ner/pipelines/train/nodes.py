@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from jd_ner.metrics import micro_prf
 from jd_ner.modeling.adversarial import AdversarialConfig
 from jd_ner.modeling.averaging import AveragingConfig
 from jd_ner.modeling.encoder import EncoderConfig
+from jd_ner.modeling.ensemble import EnsembleModel
 from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
 from jd_ner.modeling.training import (
@@ -42,7 +44,7 @@ from jd_ner.modeling.training import (
 )
 from jd_ner.modeling.tricks import build_objective
 from jd_ner.text.lexicon import LexiconMatcher, select_entries
-from jd_ner.tracking import active_run_reference, log_epoch, log_metrics, log_tags
+from jd_ner.tracking import active_run_reference, child_run, log_epoch, log_metrics, log_tags
 
 logger = logging.getLogger(__name__)
 
@@ -256,11 +258,21 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     settings and data (``train.optim.resume``). With an empty dev split (``final_fit``)
     nothing is selected: the model of the last epoch is kept and marked unevaluated.
 
+    With ``train.ensemble.members`` above 1 it trains that many models and returns them as
+    one :class:`~jd_ner.modeling.ensemble.EnsembleModel` (see :func:`train_ensemble`).
+
     ``soft_targets`` (the distill pipeline's student): teacher probabilities for every train
     title, plus unlabelled titles that learn from them alone. ``split``: the digest of the
     train split the model belongs to, when ``train_input`` is only part of it (a k-fold
     teacher); by default the split is these windows' titles.
     """
+    members = int((config.get("ensemble") or {}).get("members", 1))
+    if members > 1:
+        return train_ensemble(model, train_input, dev_input, lexicon_folds, dev_titles, config,
+                              decode, checkpoints, pseudo_titles, soft_targets=soft_targets,
+                              split=split)
+    if members < 1:
+        raise ValueError(f"train.ensemble.members must be at least 1, got {members}")
     optim = TrainConfig(**config["optim"])
     train_input, dev_input = (with_model_vocabularies(frame, model.char_vocab, model.bigram_vocab)
                               for frame in (train_input, dev_input))
@@ -361,3 +373,48 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
                 if not final_fit else f"final fit: kept epoch {result.best_epoch}", minutes,
                 f", resumed from {result.resumed_from}" if result.resumed_from else "")
     return model, pd.DataFrame(result.history)
+
+
+ENSEMBLE_SEED_STRIDE = 1000  # member i trains with seed + 1000 * (i - 1)
+
+
+def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
+                   lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
+                   checkpoints: CheckpointStore, pseudo_titles: pd.DataFrame | None = None, *,
+                   soft_targets: pd.DataFrame | None = None,
+                   split: str | None = None) -> tuple[EnsembleModel, pd.DataFrame]:
+    """``train.ensemble.members`` models trained as :func:`train_model` trains one, from the
+    same initial weights, member i with seed + 1000 (i - 1) (so member 1 is the model a
+    single run of that seed gives), each an MLflow run nested in this one, and returned as
+    one ensemble (their span probabilities averaged). Dev F1 still selects each member's
+    epoch; the ensemble's own dev F1 is logged. The history has a ``member`` column."""
+    members = int(config["ensemble"]["members"])
+    seed = int(config["optim"]["seed"])
+    trained, histories, records = [], [], []
+    for i in range(1, members + 1):
+        cfg = copy.deepcopy(config)
+        cfg["ensemble"]["members"] = 1
+        cfg["optim"]["seed"] = seed + ENSEMBLE_SEED_STRIDE * (i - 1)
+        with child_run(f"member {i}/{members} · {config['trick']}",
+                       {"ensemble.member": i, "ensemble.members": members,
+                        "trick": config["trick"], "seed": cfg["optim"]["seed"]}) as run_id:
+            logger.info("ensemble member %d of %d (seed %d)", i, members, cfg["optim"]["seed"])
+            member, history = train_model(copy.deepcopy(model), train_input, dev_input,
+                                          lexicon_folds, dev_titles, cfg, decode, checkpoints,
+                                          pseudo_titles, soft_targets=soft_targets, split=split)
+        trained.append(member)
+        histories.append(history.assign(member=i))
+        dev = [r["dev_f1"] for r in member.spec.training["history"] if "dev_f1" in r]
+        records.append({"member": i, "seed": cfg["optim"]["seed"], "mlflow_run_id": run_id,
+                        "best_dev_f1": max(dev, default=float("nan"))})
+    first = trained[0].spec.training
+    ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}})
+    if not dev_titles.empty:
+        optim = TrainConfig(**config["optim"])
+        dev = examples_for_model(ensemble, dev_titles)
+        scores = DevEvaluator(dev, dev_titles, ensemble.labels, decode, optim)(ensemble)
+        ensemble.spec.training["ensemble"]["dev_f1"] = scores["dev_f1"]
+        log_metrics({k: scores[k] for k in ("dev_f1", "dev_precision", "dev_recall")})
+        logger.info("ensemble of %d: dev F1 %.4f (members %s)", members, scores["dev_f1"],
+                    ", ".join(f"{r['best_dev_f1']:.4f}" for r in records))
+    return ensemble, pd.concat(histories, ignore_index=True)

@@ -1,0 +1,94 @@
+"""Several trained models that predict as one: their span probabilities averaged.
+
+Each member scores a cell (start, end, type) with a logit s_i; the ensemble's probability
+is p = (1/n) sum_i sigmoid(s_i), the same average the distill pipeline's teachers give
+their student. The ensemble returns the logit of p, so it decodes like any model (a cell
+is an entity when p > 1/2, i.e. its score > 0) and its scores stay comparable. Computed in
+log space, log p - log(1 - p) = logsumexp_i logsigmoid(s_i) - logsumexp_i logsigmoid(-s_i),
+which stays finite where a sigmoid would round to 0 or 1.
+
+The members must read titles the same way (vocabularies, windows, features): they are
+trained from one configuration with different seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from jd_ner.modeling.model import ModelSpec, NerModel
+
+
+def _reading(spec: ModelSpec) -> dict:
+    """What decides how a model encodes a title and what its scores mean."""
+    data = spec.to_dict()
+    data.pop("training")
+    return data
+
+
+def mean_probability_logit(scores: torch.Tensor) -> torch.Tensor:
+    """logit of the mean of sigmoid(scores) over the first dimension."""
+    scores = scores.float()
+    logsig = nn.functional.logsigmoid
+    return torch.logsumexp(logsig(scores), dim=0) - torch.logsumexp(logsig(-scores), dim=0)
+
+
+class EnsembleModel(nn.Module):
+    """Members' averaged probabilities, as a model: it reads titles with the first
+    member's vocabularies and settings, which every member shares."""
+
+    def __init__(self, members: Sequence[NerModel], training: dict | None = None):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        reading = _reading(members[0].spec)
+        for i, member in enumerate(members[1:], start=2):
+            if _reading(member.spec) != reading:
+                differ = sorted(k for k, v in _reading(member.spec).items() if reading.get(k) != v)
+                raise ValueError(f"ensemble member {i} reads titles differently from member 1 "
+                                 f"(settings {differ}): members must share one configuration")
+        self.members = nn.ModuleList(members)
+        self.spec = replace(members[0].spec, training=training)
+
+    @property
+    def first(self) -> NerModel:
+        return self.members[0]
+
+    @property
+    def labels(self) -> list[str]:
+        return self.spec.labels
+
+    @property
+    def char_vocab(self):
+        return self.first.char_vocab
+
+    @property
+    def bigram_vocab(self):
+        return self.first.bigram_vocab
+
+    @property
+    def pinyin_vocab(self):
+        return self.first.pinyin_vocab
+
+    @property
+    def glyph_vocab(self):
+        return self.first.glyph_vocab
+
+    @property
+    def lexicon_matcher(self):
+        return self.first.lexicon_matcher
+
+    @property
+    def word_matcher(self):
+        return self.first.word_matcher
+
+    @property
+    def sequence_fields(self) -> tuple[str, ...]:
+        return self.first.sequence_fields
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return mean_probability_logit(torch.stack([member(batch).float()
+                                                   for member in self.members]))

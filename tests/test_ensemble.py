@@ -172,3 +172,33 @@ def test_compare_tricks_scores_an_ensemble_and_each_member_on_a_share_of_the_tra
     assert first["best_epoch"] == whole["best_epoch"] == 1
     assert whole["train_titles"] == 48  # half of the 96 train titles of 120
     assert [row["trick"] for row in saved["table"]] == ["scratch", "scratch/members"]
+
+
+def test_an_interrupted_ensemble_resumes_at_the_member_it_was_training(tiny_titles, tmp_path,
+                                                                      monkeypatch):
+    from jd_ner.pipelines.train import nodes
+
+    config = tiny_config()
+    config["optim"].update(epochs=1, batch_size=8, progress=False, resume="auto", seed=5)
+    config["ensemble"]["members"] = 2
+    real, trained = nodes.train_model, []
+
+    def member_runs(model, train_input, dev_input, folds, dev, cfg, *args, **kwargs):
+        if cfg["ensemble"]["members"] == 1:  # a member (not the ensemble's own call)
+            trained.append(cfg["optim"]["seed"])
+            if cfg["optim"]["seed"] == 1005 and len(trained) == 2:
+                raise KeyboardInterrupt
+        return real(model, train_input, dev_input, folds, dev, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(nodes, "train_model", member_runs)
+    with pytest.raises(KeyboardInterrupt):
+        train_once(tiny_titles, tmp_path, "run", config=config)
+    ensemble, history = train_once(tiny_titles, tmp_path, "run", config=config)
+    assert trained == [5, 1005, 1005]  # member 1 was not trained again
+    single_config = tiny_config()
+    single_config["optim"].update(epochs=1, batch_size=8, progress=False, resume="never", seed=5)
+    single, _ = train_once(tiny_titles, tmp_path, "single", config=single_config)
+    first, alone = ensemble.members[0].state_dict(), single.state_dict()
+    assert all(torch.equal(first[k], alone[k]) for k in alone)
+    assert sorted(set(history["member"])) == [1, 2]
+    assert not any((tmp_path / "run").iterdir())  # finished members cleared with the ensemble

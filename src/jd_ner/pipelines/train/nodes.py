@@ -387,21 +387,44 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
     same initial weights, member i with seed + 1000 (i - 1) (so member 1 is the model a
     single run of that seed gives), each an MLflow run nested in this one, and returned as
     one ensemble (their span probabilities averaged). Dev F1 still selects each member's
-    epoch; the ensemble's own dev F1 is logged. The history has a ``member`` column."""
+    epoch; the ensemble's own dev F1 is logged. The history has a ``member`` column.
+    Interrupted, it resumes: finished members are kept in the checkpoint folder until the
+    ensemble is done."""
     members = int(config["ensemble"]["members"])
     seed = int(config["optim"]["seed"])
-    trained, histories, records = [], [], []
+    optim = TrainConfig(**config["optim"])
+    frames = [train_input, dev_input, *(f for f in (pseudo_titles, soft_targets) if f is not None)]
+    trained, histories, records, finished = [], [], [], []
     for i in range(1, members + 1):
         cfg = copy.deepcopy(config)
         cfg["ensemble"]["members"] = 1
         cfg["optim"]["seed"] = seed + ENSEMBLE_SEED_STRIDE * (i - 1)
+        # a finished member is kept until the ensemble is, so an interrupted run resumes
+        # at the member it was training (which resumes from its own checkpoint)
+        done = checkpoints.for_run("member-" + run_key(cfg, frames, model.spec.to_dict(), decode,
+                                                       split), 0, optim.resume)
+        finished.append(done)
+        saved = done.load()
         with child_run(f"member {i}/{members} · {config['trick']}",
                        {"ensemble.member": i, "ensemble.members": members,
-                        "trick": config["trick"], "seed": cfg["optim"]["seed"]}) as run_id:
-            logger.info("ensemble member %d of %d (seed %d)", i, members, cfg["optim"]["seed"])
-            member, history = train_model(copy.deepcopy(model), train_input, dev_input,
-                                          lexicon_folds, dev_titles, cfg, decode, checkpoints,
-                                          pseudo_titles, soft_targets=soft_targets, split=split)
+                        "trick": config["trick"], "seed": cfg["optim"]["seed"],
+                        "resumed": "finished member" if saved else "no"}) as run_id:
+            if saved is not None:
+                logger.info("ensemble member %d of %d (seed %d): trained before this run was "
+                            "interrupted; reused", i, members, cfg["optim"]["seed"])
+                member = NerModel(ModelSpec.from_dict(saved["spec"]))
+                member.load_state_dict(saved["model"])
+                history = pd.DataFrame(saved["history"])
+            else:
+                logger.info("ensemble member %d of %d (seed %d)", i, members,
+                            cfg["optim"]["seed"])
+                member, history = train_model(copy.deepcopy(model), train_input, dev_input,
+                                              lexicon_folds, dev_titles, cfg, decode,
+                                              checkpoints, pseudo_titles,
+                                              soft_targets=soft_targets, split=split)
+                if optim.resume != "never":
+                    done.save({"model": member.state_dict(), "spec": member.spec.to_dict(),
+                               "history": history.to_dict(orient="records")})
         trained.append(member)
         histories.append(history.assign(member=i))
         dev = [r["dev_f1"] for r in member.spec.training["history"] if "dev_f1" in r]
@@ -410,11 +433,12 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
     first = trained[0].spec.training
     ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}})
     if not dev_titles.empty:
-        optim = TrainConfig(**config["optim"])
         dev = examples_for_model(ensemble, dev_titles)
         scores = DevEvaluator(dev, dev_titles, ensemble.labels, decode, optim)(ensemble)
         ensemble.spec.training["ensemble"]["dev_f1"] = scores["dev_f1"]
         log_metrics({k: scores[k] for k in ("dev_f1", "dev_precision", "dev_recall")})
         logger.info("ensemble of %d: dev F1 %.4f (members %s)", members, scores["dev_f1"],
                     ", ".join(f"{r['best_dev_f1']:.4f}" for r in records))
+    for done in finished:
+        done.clear()
     return ensemble, pd.concat(histories, ignore_index=True)

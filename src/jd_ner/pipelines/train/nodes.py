@@ -439,6 +439,10 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
         log_metrics({k: scores[k] for k in ("dev_f1", "dev_precision", "dev_recall")})
         logger.info("ensemble of %d: dev F1 %.4f (members %s)", members, scores["dev_f1"],
                     ", ".join(f"{r['best_dev_f1']:.4f}" for r in records))
+    log_tags({"ensemble.members": members,
+              "best_epoch": ",".join(str(int(h.loc[h["dev_f1"].idxmax(), "epoch"]))
+                                     if "dev_f1" in h and h["dev_f1"].notna().any() else "-"
+                                     for h in histories)})
     for done in finished:
         done.clear()
     return ensemble, pd.concat(histories, ignore_index=True)

@@ -46,9 +46,10 @@ def tiny_config(trick: str = "baseline") -> dict:
 
     # word sets need the features' word vocabulary, and a pretrained start the pretrain
     # step's encoder, which unit tests do not build; the `words` and `pretrained` presets
-    # switch them back on
+    # switch them back on (and `ensemble` the default's 3 members)
     tiny = {"model": {**TINY_MODEL, "encoder": {**TINY_MODEL["encoder"], "init": "scratch"},
-                      "words": {"enabled": False}}}
+                      "words": {"enabled": False}},
+            "ensemble": {"members": 1}}  # one model (the default's 3 triple the time)
     return resolve_trick(trick, deep_merge(base_parameters()["train"], tiny))
 
 

@@ -134,44 +134,28 @@ def test_kedro_run_with_an_ensemble_evaluates_and_submits_it(project, monkeypatc
     assert "test_f1" in top.data.metrics and "dev_f1" in top.data.metrics
 
 
-def test_distill_refuses_ensembles_its_teachers_already_are_one():
+def test_distill_trains_single_teachers_and_student_whatever_the_ensemble_setting(monkeypatch):
     import pandas as pd
 
-    from jd_ner.pipelines.distill.nodes import train_teachers
+    from jd_ner.pipelines.distill import nodes
 
+    seen = []
+
+    def fake_train(model, *args, **kwargs):
+        seen.append(args[4]["ensemble"]["members"])
+        raise StopIteration
+
+    monkeypatch.setattr(nodes, "train_model", fake_train)
     config = tiny_config("ensemble")
-    with pytest.raises(ValueError, match="ensemble.members > 1"):
-        train_teachers(tiny_model(TEXTS), pd.DataFrame(), pd.DataFrame(), {}, pd.DataFrame(),
-                       config, {}, None, {"k": 2, "folds": []}, pd.DataFrame(), {})
-
-
-def test_compare_tricks_scores_an_ensemble_and_each_member_on_a_share_of_the_train_split(tmp_path):
-    import subprocess
-    import sys
-
-    from jd_ner.demo import generate
-
-    from .conftest import ROOT, write_bio
-
-    data = write_bio(tmp_path / "train.txt", generate(120, seed=3))
-    tiny = ["train.optim.epochs=1", "train.model.encoder.hidden_size=16",
-            "train.model.encoder.bigram_dim=8", "train.model.encoder.lstm_hidden=8",
-            "train.model.head.head_size=4", "train.ensemble.members=2"]
-    out = tmp_path / "runs.json"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts/compare_tricks.py"), "--train-file",
-                           str(data), "--tricks", "scratch", "--seeds", "3", "--threads", "1",
-                           "--train-fraction", "0.5", "--json", str(out),
-                           *(f"--set={item}" for item in tiny)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    saved = json.loads(out.read_text())
-    assert [(r["trick"], r["seed"]) for r in saved["runs"]] == [
-        ("scratch", 3), ("scratch/members", 3), ("scratch/members", 1003)]
-    whole, first, _ = saved["runs"]
-    assert all(len(r["test_counts"]) == whole["test_titles"] == 12 for r in saved["runs"])
-    assert first["best_epoch"] == whole["best_epoch"] == 1
-    assert whole["train_titles"] == 48  # half of the 96 train titles of 120
-    assert [row["trick"] for row in saved["table"]] == ["scratch", "scratch/members"]
+    titles = pd.DataFrame({"title_id": [0, 1], "char_start": 0, "title_length": 1,
+                           "text": ["a", "b"]})
+    with pytest.raises(StopIteration):
+        nodes.train_teachers(tiny_model(TEXTS), titles, titles, {}, titles.iloc[:0], config, {},
+                             None, {"k": 2, "seed": 1, "folds": [[0], [1]]}, titles, {})
+    with pytest.raises(StopIteration):
+        nodes.train_student(tiny_model(TEXTS), titles, titles, {}, titles.iloc[:0], config, {},
+                            None, pd.DataFrame(), {})
+    assert seen == [1, 1] and config["ensemble"]["members"] == 3
 
 
 def test_an_interrupted_ensemble_resumes_at_the_member_it_was_training(tiny_titles, tmp_path,

@@ -18,7 +18,8 @@ from jd_ner.text.bio import parse_bio, validate_submission
 from .conftest import TINY_MODEL, _end_mlflow_runs
 
 TINY_RUN = {
-    "train": {"model": TINY_MODEL, "optim": {"epochs": 1, "batch_size": 8, "progress": False}},
+    "train": {"model": TINY_MODEL, "optim": {"epochs": 1, "batch_size": 8, "progress": False},
+              "ensemble": {"members": 1}},  # one model: tests/test_ensemble.py runs the default's 3
     "features": {"max_chars": 30, "window_stride": 20},
     "pretrain": {"optim": {"epochs": 1, "batch_size": 8, "progress": False}},
 }
@@ -258,7 +259,8 @@ def preset_names():
     import yaml
 
     params = yaml.safe_load((Path(__file__).parents[1] / "conf/base/parameters_train.yml").read_text())
-    return sorted(params["train"]["presets"])
+    # `ensemble` saves several models: its own kedro run is in tests/test_ensemble.py
+    return sorted(set(params["train"]["presets"]) - {"ensemble"})
 
 
 @pytest.mark.parametrize("trick", preset_names())
@@ -329,6 +331,7 @@ def test_every_preset_trains_through_the_pipeline(project, monkeypatch, trick):
         "ema": lambda: config["averaging"]["method"] == "ema",
         "swa": lambda: config["averaging"]["method"] == "swa",
         "no_averaging": lambda: config["averaging"]["method"] == "none",
+        "single": lambda: config["ensemble"]["members"] == 1,
     }
     assert expected[trick](), (trick, row.to_dict())
 

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from .conftest import DECODE, TINY_MODEL, tiny_config, tiny_features
 
 LOCAL = {"train": {"model": TINY_MODEL, "optim": {
-    "epochs": 12, "batch_size": 8, "progress": False, "checkpoint_every": 2, "threads": 1}},
+    "epochs": 12, "batch_size": 8, "progress": False, "checkpoint_every": 2, "threads": 1},
+    "ensemble": {"members": 1}},  # an ensemble's resume: tests/test_ensemble.py
     "features": {"max_chars": 30, "window_stride": 20}}
 
 

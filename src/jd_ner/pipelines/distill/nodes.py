@@ -47,6 +47,17 @@ def assign_folds(train_titles: pd.DataFrame, params: dict) -> dict:
     return {"k": k, "seed": int(params["seed"]), "folds": [sorted(ids[i::k]) for i in range(k)]}
 
 
+def single_models(config: dict) -> dict:
+    """The settings with ``train.ensemble.members`` 1: teachers and student are single
+    models (the k teachers are the ensemble, distilled into one student)."""
+    members = int((config.get("ensemble") or {}).get("members", 1))
+    if members == 1:
+        return config
+    logger.info("distill: teachers and student are single models (train.ensemble.members %d "
+                "does not apply: the k teachers are the ensemble)", members)
+    return {**config, "ensemble": {**config["ensemble"], "members": 1}}
+
+
 def train_teachers(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFrame,
                    lexicon_folds: dict, dev_titles: pd.DataFrame, config: dict, decode: dict,
                    checkpoints: CheckpointStore, folds: dict, train_titles: pd.DataFrame,
@@ -62,10 +73,7 @@ def train_teachers(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
         raise ValueError("the distill pipeline does not combine with pseudo labels (trick "
                          "pseudo): its student learns unlabelled titles from the teachers' soft "
                          "targets instead")
-    if int((config.get("ensemble") or {}).get("members", 1)) > 1:
-        raise ValueError("the distill pipeline does not combine with train.ensemble.members > 1 "
-                         "(trick ensemble): its k teachers are already an ensemble, distilled "
-                         "into one student")
+    config = single_models(config)
     split = texts_digest(window_titles(train_input).values())
     seed, k = int(config["optim"]["seed"]), int(folds["k"])
     teachers, rows, held_out_predictions = {}, [], []
@@ -176,7 +184,7 @@ def train_student(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Data
     """The student: gold loss plus ``objective.distill.weight`` x the soft-target loss;
     unlabelled titles learn from their soft targets alone. It records its teachers."""
     model, history = train_model(model, train_input, dev_input, lexicon_folds, dev_titles,
-                                 config, decode, checkpoints, soft_targets=targets)
+                                 single_models(config), decode, checkpoints, soft_targets=targets)
     records = [t.spec.training.get("distill", {}) for t in teachers.values()]
     model.spec.training["distill"] = {
         "role": "student", "folds": len(teachers),

@@ -19,6 +19,7 @@ them; ``--set key=value`` overrides a training setting (e.g. ``--set optim.batch
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -65,6 +66,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     from jd_ner.encoding import examples_for_model
     from jd_ner.modeling.adversarial import AdversarialConfig
     from jd_ner.modeling.averaging import AveragingConfig
+    from jd_ner.modeling.ensemble import EnsembleModel
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
     from jd_ner.modeling.tricks import build_objective
     from jd_ner.pipelines.evaluate.nodes import predict_titles
@@ -111,6 +113,11 @@ def measure_one(args: argparse.Namespace) -> dict:
                  adversarial=AdversarialConfig(**config.get("adversarial", {})),
                  averaging=AveragingConfig(**config.get("averaging", {}))).history[0]
     model.to(device)
+    # the default predicts with an ensemble: the members' forward passes are what it costs
+    # (copies of the trained model stand in for the other members; training is per member)
+    members = int((config.get("ensemble") or {}).get("members", 1))
+    predictor = model if members == 1 else EnsembleModel(
+        [model, *(copy.deepcopy(model) for _ in range(members - 1))])
 
     if args.predict_file:
         test = parse_test_titles(RawFile(str(args.predict_file), Path(args.predict_file).read_bytes()))
@@ -120,10 +127,10 @@ def measure_one(args: argparse.Namespace) -> dict:
     # Timed from raw titles to the validated submission text: encoding, the model's own
     # feature extraction, the model, decoding and writing.
     start = time.perf_counter()
-    pred = predict_titles(model, test.assign(spans="[]"), {"batch_size": optim.eval_batch_size,
-                                                           "device": str(device), "amp": optim.amp},
-                          progress=False)
-    write_submission(test, pred, model, params["decode"])
+    pred = predict_titles(predictor, test.assign(spans="[]"),
+                          {"batch_size": optim.eval_batch_size, "device": str(device),
+                           "amp": optim.amp}, progress=False)
+    write_submission(test, pred, predictor, params["decode"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     predict_seconds = time.perf_counter() - start
@@ -133,7 +140,8 @@ def measure_one(args: argparse.Namespace) -> dict:
                                  f" ({torch.get_num_threads()} threads)"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_titles": len(train),
-        "train_titles_per_s": record["train_titles_per_s"],
+        "members": members,  # train titles/s is per member: an ensemble's training takes
+        "train_titles_per_s": record["train_titles_per_s"],  # `members` times as long
         "train_seconds_per_step": record["train_seconds"] / -(-len(train) // optim.batch_size),
         "predict_titles": len(test),
         "predict_titles_per_s": len(test) / predict_seconds,
@@ -368,7 +376,9 @@ def main() -> None:
         print(f"{r['trick']:<28}{r['parameters']:>11,}{r['train_titles_per_s']:>11.1f}"
               f"{r['train_seconds_per_step'] / base['train_seconds_per_step']:>8.2f}"
               f"{r['predict_titles_per_s']:>13.1f}{r['peak_rss_mib']:>14.0f}"
-              + (f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
+              + (f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else "")
+              + (f"  ({r['members']} members: params and train t/s per member, predict t/s "
+                 "the ensemble's)" if r.get("members", 1) > 1 else ""))
     for r in results:
         if "profile" in r:
             for phase, parts in r["profile"].items():

@@ -29,6 +29,7 @@ def test_benchmark_prints_figures_for_plain_and_feature_tricks(tmp_path):
     results = json.loads(out.read_text())
     base, rich = results[0], results[1]
     assert base["train_titles"] == 16 and base["predict_titles"] == 24
+    assert base["members"] == 3 and "3 members" in done.stdout  # the default ensemble predicts
     # The feature tricks add embeddings and CNNs: more parameters than the baseline.
     assert rich["parameters"] > base["parameters"]
     for r in (base, rich):

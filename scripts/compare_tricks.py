@@ -327,6 +327,9 @@ def main() -> None:
         return
     if not 0 < args.train_fraction <= 1:
         parser.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
+    if args.train_fraction < 1 and "distill" in args.tricks:
+        parser.error("--train-fraction does not combine with distill (its teachers' folds are "
+                     "cut from the whole train split)")
     if args.from_json:
         runs = [r for path in args.from_json for r in json.loads(path.read_text())["runs"]]
         runs += [member for r in runs for member in r.pop("members", [])]

@@ -134,6 +134,17 @@ def test_kedro_run_with_an_ensemble_evaluates_and_submits_it(project, monkeypatc
     assert "test_f1" in top.data.metrics and "dev_f1" in top.data.metrics
 
 
+def test_the_default_is_an_ensemble_of_three_and_single_trains_one():
+    from jd_ner.config import resolve_trick
+
+    from .conftest import base_parameters
+
+    train = base_parameters()["train"]
+    assert train["ensemble"]["members"] == 3
+    assert resolve_trick("single", train)["ensemble"]["members"] == 1
+    assert resolve_trick("single+ensemble", train)["ensemble"]["members"] == 3
+
+
 def test_distill_trains_single_teachers_and_student_whatever_the_ensemble_setting(monkeypatch):
     import pandas as pd
 
@@ -158,8 +169,9 @@ def test_distill_trains_single_teachers_and_student_whatever_the_ensemble_settin
     assert seen == [1, 1] and config["ensemble"]["members"] == 3
 
 
+@pytest.mark.parametrize("resume", ["auto", "required"])
 def test_an_interrupted_ensemble_resumes_at_the_member_it_was_training(tiny_titles, tmp_path,
-                                                                      monkeypatch):
+                                                                      monkeypatch, resume):
     from jd_ner.pipelines.train import nodes
 
     config = tiny_config()
@@ -177,6 +189,8 @@ def test_an_interrupted_ensemble_resumes_at_the_member_it_was_training(tiny_titl
     monkeypatch.setattr(nodes, "train_model", member_runs)
     with pytest.raises(KeyboardInterrupt):
         train_once(tiny_titles, tmp_path, "run", config=config)
+    # `required`: member 2 never wrote a checkpoint, but the ensemble has one (member 1)
+    config["optim"]["resume"] = resume
     ensemble, history = train_once(tiny_titles, tmp_path, "run", config=config)
     assert trained == [5, 1005, 1005]  # member 1 was not trained again
     single_config = tiny_config()

@@ -383,17 +383,22 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
                    checkpoints: CheckpointStore, pseudo_titles: pd.DataFrame | None = None, *,
                    soft_targets: pd.DataFrame | None = None,
                    split: str | None = None) -> tuple[EnsembleModel, pd.DataFrame]:
-    """``train.ensemble.members`` models trained as :func:`train_model` trains one, from the
-    same initial weights, member i with seed + 1000 (i - 1) (so member 1 is the model a
-    single run of that seed gives), each an MLflow run nested in this one, and returned as
-    one ensemble (their span probabilities averaged). Dev F1 still selects each member's
-    epoch; the ensemble's own dev F1 is logged. The history has a ``member`` column.
-    Interrupted, it resumes: finished members are kept in the checkpoint folder until the
-    ensemble is done."""
+    """``train.ensemble.members`` models trained as :func:`train_model` trains one, each
+    from the same initial weights (the untrained ``model``: its pretrained encoder, and the
+    other layers as the run's seed initialised them), member i with seed + 1000 (i - 1),
+    which sets its batch order and dropout masks (so member 1 is the model a single run of
+    that seed gives), each an MLflow run nested in this one, and returned as one ensemble
+    (their span probabilities averaged). Dev F1 still selects each member's epoch; the
+    ensemble's own dev F1 is logged. The history has a ``member`` column. Interrupted, it
+    resumes: finished members are kept in the checkpoint folder until the ensemble is done,
+    and ``resume: required`` asks for a checkpoint of the ensemble (a finished member, or
+    the first unfinished member's own)."""
     members = int(config["ensemble"]["members"])
     seed = int(config["optim"]["seed"])
     optim = TrainConfig(**config["optim"])
     frames = [train_input, dev_input, *(f for f in (pseudo_titles, soft_targets) if f is not None)]
+    keep = "never" if optim.resume == "never" else "auto"
+    required = optim.resume == "required"
     trained, histories, records, finished = [], [], [], []
     for i in range(1, members + 1):
         cfg = copy.deepcopy(config)
@@ -402,36 +407,40 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
         # a finished member is kept until the ensemble is, so an interrupted run resumes
         # at the member it was training (which resumes from its own checkpoint)
         done = checkpoints.for_run("member-" + run_key(cfg, frames, model.spec.to_dict(), decode,
-                                                       split), 0, optim.resume)
+                                                       split), 0, keep)
         finished.append(done)
         saved = done.load()
-        with child_run(f"member {i}/{members} · {config['trick']}",
-                       {"ensemble.member": i, "ensemble.members": members,
-                        "trick": config["trick"], "seed": cfg["optim"]["seed"],
-                        "resumed": "finished member" if saved else "no"}) as run_id:
-            if saved is not None:
-                logger.info("ensemble member %d of %d (seed %d): trained before this run was "
-                            "interrupted; reused", i, members, cfg["optim"]["seed"])
-                member = NerModel(ModelSpec.from_dict(saved["spec"]))
-                member.load_state_dict(saved["model"])
-                history = pd.DataFrame(saved["history"])
-            else:
+        if saved is not None:
+            required = False  # the ensemble did resume
+            logger.info("ensemble member %d of %d (seed %d): trained before this run was "
+                        "interrupted; reused", i, members, cfg["optim"]["seed"])
+            member = NerModel(ModelSpec.from_dict(saved["spec"]))
+            member.load_state_dict(saved["model"])
+            history, run_id = pd.DataFrame(saved["history"]), saved["mlflow_run_id"]
+        else:
+            if optim.resume == "required":
+                cfg["optim"]["resume"] = "required" if required else "auto"
+                required = False
+            with child_run(f"member {i}/{members} · {config['trick']}",
+                           {"ensemble.member": i, "ensemble.members": members,
+                            "trick": config["trick"], "seed": cfg["optim"]["seed"]}) as run_id:
                 logger.info("ensemble member %d of %d (seed %d)", i, members,
                             cfg["optim"]["seed"])
                 member, history = train_model(copy.deepcopy(model), train_input, dev_input,
                                               lexicon_folds, dev_titles, cfg, decode,
                                               checkpoints, pseudo_titles,
                                               soft_targets=soft_targets, split=split)
-                if optim.resume != "never":
-                    done.save({"model": member.state_dict(), "spec": member.spec.to_dict(),
-                               "history": history.to_dict(orient="records")})
+            if keep != "never":
+                done.save({"model": member.state_dict(), "spec": member.spec.to_dict(),
+                           "history": history.to_dict(orient="records"),
+                           "mlflow_run_id": run_id})
         trained.append(member)
         histories.append(history.assign(member=i))
         dev = [r["dev_f1"] for r in member.spec.training["history"] if "dev_f1" in r]
         records.append({"member": i, "seed": cfg["optim"]["seed"], "mlflow_run_id": run_id,
                         "best_dev_f1": max(dev, default=float("nan"))})
     first = trained[0].spec.training
-    ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}})
+    ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}}).eval()
     if not dev_titles.empty:
         dev = examples_for_model(ensemble, dev_titles)
         scores = DevEvaluator(dev, dev_titles, ensemble.labels, decode, optim)(ensemble)

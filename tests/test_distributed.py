@@ -122,3 +122,36 @@ def test_a_kedro_run_on_two_processes_writes_its_outputs_once(project):
     assert len(runs) == 1
     steps = client.get_metric_history(runs[0].info.run_id, "epoch/dev_f1")
     assert sorted(m.step for m in steps) == [1, 2]  # rank 0 logged each epoch once
+
+
+@pytest.mark.parametrize("result_written", [True, False])
+def test_a_process_failing_at_shutdown_keeps_rank_0s_result_but_a_failed_run_raises(
+        monkeypatch, caplog, result_written):
+    import subprocess
+    from pathlib import Path
+
+    from jd_ner import distributed
+
+    train, chars, bigrams = tiny_examples()
+    model, objective = tiny_model(chars, bigrams)
+    trained = copy.deepcopy(model)
+    with torch.no_grad():
+        trained.head.dense.weight.add_(1.0)
+
+    def torchrun(command, check):  # rank 0 finished (or not); torchrun reports a failure
+        folder = Path(command[command.index("--payload") + 1])
+        if result_written:
+            torch.save({"state": trained.state_dict(), "result": "fit result", "gradients": {}},
+                       folder / distributed.RESULT)
+        return subprocess.CompletedProcess(command, 1)
+
+    monkeypatch.setattr(distributed.subprocess, "run", torchrun)
+    run = lambda: train_distributed(model, train, CFG, objective, None, None,  # noqa: E731
+                                    DistributedSettings(nproc_per_node=2, backend="gloo"))
+    if not result_written:
+        with pytest.raises(RuntimeError, match=r"distributed training failed \(torchrun exit status 1\)"):
+            run()
+        return
+    assert run() == "fit result"
+    assert torch.equal(model.head.dense.weight, trained.head.dense.weight)
+    assert "failed while shutting down" in caplog.text

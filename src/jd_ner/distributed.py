@@ -97,9 +97,16 @@ def train_distributed(model, train, cfg, objective, evaluate, checkpoints,
                    f"--timeout-minutes={settings.timeout_minutes}"]
         logger.info("training on %d processes: %s", settings.world_size, " ".join(command))
         done = subprocess.run(command, check=False)
-        if done.returncode != 0 or not (Path(tmp) / RESULT).is_file():
+        if not (Path(tmp) / RESULT).is_file():
             raise RuntimeError(f"distributed training failed (torchrun exit status "
                                f"{done.returncode}); the processes' errors are printed above")
+        if done.returncode != 0:
+            # rank 0 writes its result (atomically) after the last gradient all-reduce, which
+            # every rank took part in: a failure after that is a process failing to shut
+            # down (seen with gloo: "terminate called without an active exception")
+            logger.warning("torchrun exited with status %d after rank 0 had written the "
+                           "trained model: a process failed while shutting down; the model is "
+                           "kept", done.returncode)
         out = torch.load(Path(tmp) / RESULT, map_location="cpu", weights_only=False)
     model.load_state_dict(out["state"])
     if keep_gradients:

@@ -396,7 +396,8 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
     members = int(config["ensemble"]["members"])
     seed = int(config["optim"]["seed"])
     optim = TrainConfig(**config["optim"])
-    frames = [train_input, dev_input, *(f for f in (pseudo_titles, soft_targets) if f is not None)]
+    pseudo = pseudo_titles if (config.get("pseudo_labels") or {}).get("enabled") else None
+    frames = [train_input, dev_input, *(f for f in (pseudo, soft_targets) if f is not None)]
     keep = "never" if optim.resume == "never" else "auto"
     required = optim.resume == "required"
     trained, histories, records, finished = [], [], [], []

@@ -66,7 +66,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     from jd_ner.encoding import examples_for_model
     from jd_ner.modeling.adversarial import AdversarialConfig
     from jd_ner.modeling.averaging import AveragingConfig
-    from jd_ner.modeling.ensemble import EnsembleModel
+    from jd_ner.modeling.ensemble import EnsembleModel, ensemble_members
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
     from jd_ner.modeling.tricks import build_objective
     from jd_ner.pipelines.evaluate.nodes import predict_titles
@@ -115,7 +115,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     model.to(device)
     # the default predicts with an ensemble: the members' forward passes are what it costs
     # (copies of the trained model stand in for the other members; training is per member)
-    members = int((config.get("ensemble") or {}).get("members", 1))
+    members = ensemble_members(config)
     predictor = model if members == 1 else EnsembleModel(
         [model, *(copy.deepcopy(model) for _ in range(members - 1))])
 

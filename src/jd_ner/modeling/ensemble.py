@@ -21,6 +21,14 @@ from torch import nn
 
 from jd_ner.modeling.model import ModelSpec, NerModel
 
+READ_LIKE_FIRST_MEMBER = frozenset({"char_vocab", "bigram_vocab", "pinyin_vocab", "glyph_vocab",
+                                    "lexicon_matcher", "word_matcher", "sequence_fields"})
+
+
+def ensemble_members(config: dict) -> int:
+    """How many models the resolved training settings ask for (``ensemble.members``)."""
+    return int((config.get("ensemble") or {}).get("members", 1))
+
 
 def _reading(spec: ModelSpec) -> dict:
     """What decides how a model encodes a title and what its scores mean."""
@@ -53,41 +61,16 @@ class EnsembleModel(nn.Module):
         self.members = nn.ModuleList(members)
         self.spec = replace(members[0].spec, training=training)
 
-    @property
-    def first(self) -> NerModel:
-        return self.members[0]
+    def __getattr__(self, name: str):
+        # how titles are read (vocabularies, feature matchers, input fields): the first
+        # member's, which every member shares
+        if name in READ_LIKE_FIRST_MEMBER:
+            return getattr(self.members[0], name)
+        return super().__getattr__(name)
 
     @property
     def labels(self) -> list[str]:
         return self.spec.labels
-
-    @property
-    def char_vocab(self):
-        return self.first.char_vocab
-
-    @property
-    def bigram_vocab(self):
-        return self.first.bigram_vocab
-
-    @property
-    def pinyin_vocab(self):
-        return self.first.pinyin_vocab
-
-    @property
-    def glyph_vocab(self):
-        return self.first.glyph_vocab
-
-    @property
-    def lexicon_matcher(self):
-        return self.first.lexicon_matcher
-
-    @property
-    def word_matcher(self):
-        return self.first.word_matcher
-
-    @property
-    def sequence_fields(self) -> tuple[str, ...]:
-        return self.first.sequence_fields
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return mean_probability_logit(torch.stack([member(batch).float()

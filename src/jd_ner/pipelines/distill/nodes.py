@@ -26,6 +26,7 @@ from jd_ner.checkpoints import CheckpointStore
 from jd_ner.encoder_files import texts_digest
 from jd_ner.encoding import examples_for_model, soft_cells_cell, window_titles
 from jd_ner.modeling.distill import average_teachers, score_floor
+from jd_ner.modeling.ensemble import ensemble_members
 from jd_ner.modeling.model import NerModel
 from jd_ner.modeling.predict import predict_spans
 from jd_ner.modeling.training import resolve_device
@@ -50,7 +51,7 @@ def assign_folds(train_titles: pd.DataFrame, params: dict) -> dict:
 def single_models(config: dict) -> dict:
     """The settings with ``train.ensemble.members`` 1: teachers and student are single
     models (the k teachers are the ensemble, distilled into one student)."""
-    members = int((config.get("ensemble") or {}).get("members", 1))
+    members = ensemble_members(config)
     if members == 1:
         return config
     logger.info("distill: teachers and student are single models (train.ensemble.members %d "

@@ -32,7 +32,7 @@ from jd_ner.metrics import micro_prf
 from jd_ner.modeling.adversarial import AdversarialConfig
 from jd_ner.modeling.averaging import AveragingConfig
 from jd_ner.modeling.encoder import EncoderConfig
-from jd_ner.modeling.ensemble import EnsembleModel
+from jd_ner.modeling.ensemble import EnsembleModel, ensemble_members
 from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
 from jd_ner.modeling.predict import predict_spans
 from jd_ner.modeling.training import (
@@ -266,7 +266,7 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     train split the model belongs to, when ``train_input`` is only part of it (a k-fold
     teacher); by default the split is these windows' titles.
     """
-    members = int((config.get("ensemble") or {}).get("members", 1))
+    members = ensemble_members(config)
     if members > 1:
         return train_ensemble(model, train_input, dev_input, lexicon_folds, dev_titles, config,
                               decode, checkpoints, pseudo_titles, soft_targets=soft_targets,
@@ -437,9 +437,11 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
                            "mlflow_run_id": run_id})
         trained.append(member)
         histories.append(history.assign(member=i))
-        dev = [r["dev_f1"] for r in member.spec.training["history"] if "dev_f1" in r]
+        scored = "dev_f1" in history and history["dev_f1"].notna().any()
+        best = history.loc[history["dev_f1"].idxmax()] if scored else None
         records.append({"member": i, "seed": cfg["optim"]["seed"], "mlflow_run_id": run_id,
-                        "best_dev_f1": max(dev, default=float("nan"))})
+                        "best_dev_f1": float(best["dev_f1"]) if scored else float("nan"),
+                        "best_epoch": int(best["epoch"]) if scored else None})
     first = trained[0].spec.training
     ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}}).eval()
     if not dev_titles.empty:
@@ -450,9 +452,7 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
         logger.info("ensemble of %d: dev F1 %.4f (members %s)", members, scores["dev_f1"],
                     ", ".join(f"{r['best_dev_f1']:.4f}" for r in records))
     log_tags({"ensemble.members": members,
-              "best_epoch": ",".join(str(int(h.loc[h["dev_f1"].idxmax(), "epoch"]))
-                                     if "dev_f1" in h and h["dev_f1"].notna().any() else "-"
-                                     for h in histories)})
+              "best_epoch": ",".join(str(r["best_epoch"] or "-") for r in records)})
     for done in finished:
         done.clear()
     return ensemble, pd.concat(histories, ignore_index=True)

@@ -22,6 +22,9 @@ teachers, their soft targets on the train titles and the ``--unlabelled`` files,
 student, which is what is scored. An ensemble (``ensemble``, ``train.ensemble.members``)
 is scored as a whole and each member as a run of ``<trick>/members`` (with its own seed;
 member 1 is the single model of the run's seed): the table shows what averaging bought.
+When training chooses the decision threshold on dev (``decode.threshold: dev``, the
+default), each model is scored at 0 too, as a run of ``<trick>/threshold 0``: what the
+threshold bought on the same runs.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
     from jd_ner.checkpoints import CheckpointStore
     from jd_ner.encoder_files import SavedEncoder, texts_digest
-    from jd_ner.evaluation import per_title_counts
+    from jd_ner.evaluation import per_title_counts, threshold_setting
     from jd_ner.pipelines.evaluate.nodes import decoded_entities, predict_titles, score_titles
     from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, split_titles
@@ -165,6 +168,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
     def scored(model, history: pd.DataFrame) -> dict:
         out = {"train_titles": len(train), "parameters": sum(p.numel() for p in model.parameters()),
+               "threshold": model.spec.threshold,
                "train_titles_per_s": float(history["train_titles_per_s"].median()),
                "best_epoch": int(history.loc[history["dev_f1"].idxmax(), "epoch"]),
                "epochs": int(history["epoch"].max())}
@@ -180,20 +184,34 @@ def run_one(args: argparse.Namespace) -> dict:
         out["test_titles"] = len(test)
         return out
 
+    own = history[history["member"] == 1] if "member" in history else history
+    out = {"trick": args.trick, "seed": args.seed, **extra, "train_minutes": train_minutes,
+           **scored(model, own)}
+    if threshold_setting(params["decode"]) is None:
+        # the threshold was chosen on dev: the same model at 0 too, as `<trick>/threshold 0`
+        chosen, model.spec.threshold = model.spec.threshold, 0.0
+        out[RELATED[1]] = [{**out, "trick": f"{args.trick}/threshold 0", **scored(model, own)}]
+        model.spec.threshold = chosen
     if "member" not in history:
-        return {"trick": args.trick, "seed": args.seed, **extra, "train_minutes": train_minutes,
-                **scored(model, history)}
+        return out
     # an ensemble: scored as a whole and member by member, as runs of `<trick>/members` with
     # the members' seeds (member 1, of this seed, is the single model a run of it gives)
-    out = {"trick": args.trick, "seed": args.seed, **extra, "train_minutes": train_minutes,
-           **scored(model, history[history["member"] == 1])}
-    out["members"] = [{"trick": f"{args.trick}/members", "seed": int(record["seed"]),
+    out[RELATED[0]] = [{"trick": f"{args.trick}/members", "seed": int(record["seed"]),
                        "train_minutes": train_minutes / len(model.members),
                        **scored(member, history[history["member"] == i])}
                       for i, (member, record) in enumerate(zip(
                           model.members, model.spec.training["ensemble"]["members"],
                           strict=True), start=1)]
     return out
+
+
+# runs scored from one training besides it: an ensemble's members, the model at threshold 0
+RELATED = ("members", "at_threshold_0")
+
+
+def flattened(runs: list[dict]) -> list[dict]:
+    """The runs, then the runs each was scored with besides itself (``RELATED``)."""
+    return runs + [extra for r in runs for key in RELATED for extra in r.pop(key, [])]
 
 
 def run_distill(model, inputs, lexicon_folds, train, dev, test, config, params, checkpoints,
@@ -332,7 +350,7 @@ def main() -> None:
                      "cut from the whole train split)")
     if args.from_json:
         runs = [r for path in args.from_json for r in json.loads(path.read_text())["runs"]]
-        runs += [member for r in runs for member in r.pop("members", [])]
+        runs = flattened(runs)
         first = [t.strip() for t in args.tricks.split(",") if t.strip()][0]
         if any(r["trick"] == first for r in runs):
             runs.sort(key=lambda r: r["trick"] != first)  # the reference trick first
@@ -371,7 +389,7 @@ def main() -> None:
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(launch, jobs))
-    results += [member for r in results for member in r.pop("members", [])]
+    results = flattened(results)
     rows = summarise(results)
     print_table(rows)
     if args.json:

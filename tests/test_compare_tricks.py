@@ -51,9 +51,12 @@ def test_compare_tricks_scores_an_ensemble_and_each_member_on_a_share_of_the_tra
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads(out.read_text())
     assert [(r["trick"], r["seed"]) for r in saved["runs"]] == [
-        ("baseline", 3), ("baseline/members", 3), ("baseline/members", 1003)]
-    whole, first, _ = saved["runs"]
+        ("baseline", 3), ("baseline/members", 3), ("baseline/members", 1003),
+        ("baseline/threshold 0", 3)]
+    whole, first, _, at_zero = saved["runs"]
     assert all(len(r["test_counts"]) == whole["test_titles"] == 12 for r in saved["runs"])
     assert first["best_epoch"] == whole["best_epoch"] == 1
     assert train_titles == 96 and whole["train_titles"] == 48  # half of the train split
-    assert [row["trick"] for row in saved["table"]] == ["baseline", "baseline/members"]
+    assert at_zero["threshold"] == 0.0 and whole["threshold"] in [-3 + 0.25 * i for i in range(17)]
+    assert [row["trick"] for row in saved["table"]] == [
+        "baseline", "baseline/members", "baseline/threshold 0"]

@@ -67,7 +67,8 @@ def test_training_killed_with_sigkill_resumes_to_identical_weights(project, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None, final_fit=False):
+def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None, final_fit=False,
+               decode=DECODE):
     """Features and training through the node functions, as the pipeline calls them."""
     from jd_ner.checkpoints import CheckpointStore
     from jd_ner.encoding import spans_cell, titles_frame
@@ -95,7 +96,7 @@ def train_once(tiny_titles, tmp_path, name, trick="baseline", config=None, final
               for s, f in (("train", train), ("dev", dev))}
     model = build_model(config, cv, bv, pv, gv, lexicon, schema, params, None)
     model, history = train_model(model, inputs["train"], inputs["dev"], folds, dev, config,
-                                 DECODE, CheckpointStore(str(tmp_path / name)))
+                                 decode, CheckpointStore(str(tmp_path / name)))
     return model, history
 
 

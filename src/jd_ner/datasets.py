@@ -207,6 +207,7 @@ def save_model(model, directory: str | os.PathLike) -> None:
         for name, member in zip(names, model.members, strict=True):
             _write_model(member, tmp / name)
         (tmp / CONFIG).write_text(json.dumps({"format": ENSEMBLE_FORMAT, "members": names,
+                                              "threshold": model.spec.threshold,
                                               "training": model.spec.training},
                                              ensure_ascii=False, indent=1), encoding="utf-8")
 
@@ -231,7 +232,8 @@ def load_model(directory: str | os.PathLike):
     if isinstance(config, dict) and config.get("format") == ENSEMBLE_FORMAT:
         members = [load_model(directory / name) for name in config["members"]]
         try:
-            return EnsembleModel(members, config.get("training")).eval()
+            return EnsembleModel(members, config.get("training"),
+                                 float(config.get("threshold", 0.0))).eval()
         except ValueError as err:
             raise DatasetError(f"{directory}: {err}") from None
     if not (directory / WEIGHTS).is_file():

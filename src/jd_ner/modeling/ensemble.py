@@ -3,7 +3,8 @@
 Each member scores a cell (start, end, type) with a logit s_i; the ensemble's probability
 is p = (1/n) sum_i sigmoid(s_i), the same average the distill pipeline's teachers give
 their student. The ensemble returns the logit of p, so it decodes like any model (a cell
-is an entity when p > 1/2, i.e. its score > 0) and its scores stay comparable. Computed in
+is an entity when its score is above the ensemble's threshold; at 0, when p > 1/2) and its
+scores stay comparable. Computed in
 log space, log p - log(1 - p) = logsumexp_i logsigmoid(s_i) - logsumexp_i logsigmoid(-s_i),
 which stays finite where a sigmoid would round to 0 or 1.
 
@@ -31,9 +32,11 @@ def ensemble_members(config: dict) -> int:
 
 
 def _reading(spec: ModelSpec) -> dict:
-    """What decides how a model encodes a title and what its scores mean."""
+    """What decides how a model encodes a title and what its scores mean (not how it was
+    trained, nor the threshold each member chose for itself: the ensemble has its own)."""
     data = spec.to_dict()
     data.pop("training")
+    data.pop("threshold")
     return data
 
 
@@ -48,7 +51,8 @@ class EnsembleModel(nn.Module):
     """Members' averaged probabilities, as a model: it reads titles with the first
     member's vocabularies and settings, which every member shares."""
 
-    def __init__(self, members: Sequence[NerModel], training: dict | None = None):
+    def __init__(self, members: Sequence[NerModel], training: dict | None = None,
+                 threshold: float = 0.0):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
@@ -59,7 +63,7 @@ class EnsembleModel(nn.Module):
                 raise ValueError(f"ensemble member {i} reads titles differently from member 1 "
                                  f"(settings {differ}): members must share one configuration")
         self.members = nn.ModuleList(members)
-        self.spec = replace(members[0].spec, training=training)
+        self.spec = replace(members[0].spec, training=training, threshold=threshold)
 
     def __getattr__(self, name: str):
         # how titles are read (vocabularies, feature matchers, input fields): the first

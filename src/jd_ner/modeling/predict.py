@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -12,6 +12,8 @@ from jd_ner.modeling.batching import Collator, Example, move, sequential_batches
 from jd_ner.modeling.decode import ScoredSpan, merge_windows, spans_from_scores
 from jd_ner.modeling.device import autocast_dtype
 from jd_ner.modeling.model import NerModel
+
+Window = tuple[int, int, int, list[ScoredSpan]]  # char_start, length, title length, spans
 
 
 def collator_for(model: NerModel) -> Collator:
@@ -22,22 +24,26 @@ def collator_for(model: NerModel) -> Collator:
 
 
 @torch.inference_mode()
-def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 32,
-                  device: torch.device | str = "cpu", progress: bool = False,
-                  threshold: float = 0.0, amp: bool = False) -> dict[int, list[ScoredSpan]]:
-    """Scored spans (character positions in the whole title) for every title id.
+def predict_window_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 32,
+                         device: torch.device | str = "cpu", progress: bool = False,
+                         threshold: float | None = None, amp: bool = False
+                         ) -> dict[int, list[Window]]:
+    """Every title id's windows ``(char_start, window_length, title_length, spans)``, each
+    with its cells scoring above ``threshold`` (None: the model's own, ``spec.threshold``),
+    in window character positions: what :func:`merge_windows` turns into a title's spans.
 
-    Every title id present in ``examples`` gets an entry, possibly empty. ``amp`` runs the
-    model under bf16 autocast on CUDA (where supported, else fp16); off, or on a CPU, in
-    full precision.
+    ``amp`` runs the model under bf16 autocast on CUDA (where supported, else fp16); off, or
+    on a CPU, in full precision.
     """
+    if threshold is None:
+        threshold = model.spec.threshold
     was_training = model.training
     model.eval()
     collate = collator_for(model)
     device = torch.device(device)
     model.to(device)
     amp_dtype = autocast_dtype(device, amp)
-    windows: dict[int, list] = defaultdict(list)
+    windows: dict[int, list[Window]] = defaultdict(list)
     batches = list(sequential_batches(examples, batch_size))
     for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, mininterval=5):
         chunk = [examples[i] for i in idx]
@@ -48,4 +54,25 @@ def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int 
                                                       threshold), strict=True):
             windows[ex.title_id].append((ex.char_start, len(ex), ex.title_length, spans))
     model.train(was_training)
+    return dict(windows)
+
+
+def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int = 32,
+                  device: torch.device | str = "cpu", progress: bool = False,
+                  threshold: float | None = None, amp: bool = False
+                  ) -> dict[int, list[ScoredSpan]]:
+    """Scored spans (character positions in the whole title) for every title id, above
+    ``threshold`` (None: the model's own). Every title id present in ``examples`` gets an
+    entry, possibly empty."""
+    windows = predict_window_spans(model, examples, batch_size, device, progress, threshold, amp)
     return {tid: merge_windows(w) for tid, w in windows.items()}
+
+
+def spans_above(windows: Mapping[int, Sequence[Window]], threshold: float
+                ) -> dict[int, list[ScoredSpan]]:
+    """The titles' spans had they been predicted at ``threshold`` (at least the threshold
+    ``windows`` were predicted at): windows are merged after the cut, as prediction does."""
+    return {tid: merge_windows([(start, length, title_length,
+                                 [span for span in spans if span[3] > threshold])
+                                for start, length, title_length, spans in w])
+            for tid, w in windows.items()}

@@ -106,7 +106,8 @@ def summarise_evaluation(test_metrics: dict, dev_metrics: dict, model: NerModel)
     Logged to MLflow as ``test_f1`` (with ``test_f1_low``/``test_f1_high``), ``test_precision``,
     ``test_recall`` and ``selection_dev_f1``.
     """
-    summary = {"model_trained_on": model.spec.trained_on, "test": _headline(test_metrics),
+    summary = {"model_trained_on": model.spec.trained_on,
+               "decode_threshold": model.spec.threshold, "test": _headline(test_metrics),
                "dev": _headline(dev_metrics),
                "dev_note": "dev selected the model's epoch, so its score is optimistic; "
                            "quote test"}

@@ -26,7 +26,13 @@ from jd_ner.encoding import (
     with_soft_targets,
     word_table,
 )
-from jd_ner.evaluation import flat_entities, raw_entities
+from jd_ner.evaluation import (
+    choose_threshold,
+    flat_entities,
+    raw_entities,
+    threshold_candidates,
+    threshold_setting,
+)
 from jd_ner.lac_files import attach_lac
 from jd_ner.metrics import micro_prf
 from jd_ner.modeling.adversarial import AdversarialConfig
@@ -34,7 +40,7 @@ from jd_ner.modeling.averaging import AveragingConfig
 from jd_ner.modeling.encoder import EncoderConfig
 from jd_ner.modeling.ensemble import EnsembleModel, ensemble_members
 from jd_ner.modeling.model import HeadConfig, ModelSpec, NerModel
-from jd_ner.modeling.predict import predict_spans
+from jd_ner.modeling.predict import predict_spans, predict_window_spans
 from jd_ner.modeling.training import (
     NOT_IN_RUN_KEY,
     TrainConfig,
@@ -274,6 +280,8 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     if members < 1:
         raise ValueError(f"train.ensemble.members must be at least 1, got {members}")
     optim = TrainConfig(**config["optim"])
+    fixed = threshold_setting(decode)  # None: chosen on dev once trained; epochs select at 0
+    model.spec.threshold = 0.0 if fixed is None else fixed
     train_input, dev_input = (with_model_vocabularies(frame, model.char_vocab, model.bigram_vocab)
                               for frame in (train_input, dev_input))
 
@@ -364,6 +372,8 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
         best = result.averaged_metrics or result.history[
             [r["epoch"] for r in result.history].index(result.best_epoch)]
         log_metrics({k: best[k] for k in ("dev_f1", "dev_precision", "dev_recall") if k in best})
+    if fixed is None:
+        choose_decode_threshold(model, evaluate.dev if evaluate else [], dev_titles, decode, optim)
     log_tags({"best_epoch": result.best_epoch, "planned_epochs": result.planned_epochs,
               "stopped_early": result.stopped_early, "train_minutes": round(minutes, 2)})
     selected = (f"epoch {result.best_epoch}" if result.averaged_epochs is None else
@@ -373,6 +383,31 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
                 if not final_fit else f"final fit: kept epoch {result.best_epoch}", minutes,
                 f", resumed from {result.resumed_from}" if result.resumed_from else "")
     return model, pd.DataFrame(result.history)
+
+
+def choose_decode_threshold(model: NerModel | EnsembleModel, dev: list, dev_titles: pd.DataFrame,
+                            decode: dict, optim: TrainConfig) -> None:
+    """``decode.threshold: dev``: the model's threshold becomes the candidate with the best
+    flat F1 on the dev windows ``dev`` (logged as ``decode_threshold``; every candidate's F1
+    kept in ``spec.training``). Without dev titles (final_fit) it stays 0."""
+    if dev_titles.empty:
+        logger.warning("decode.threshold is `dev`, but there is no dev split (final_fit): the "
+                       "model keeps threshold 0; set decode.threshold to the one an evaluated "
+                       "run chose (its MLflow decode_threshold)")
+        return
+    candidates = threshold_candidates(decode)
+    windows = predict_window_spans(model, dev, optim.eval_batch_size,
+                                   resolve_device(optim.device), threshold=candidates[0],
+                                   amp=optim.amp)
+    texts = dict(zip(dev_titles["title_id"].astype(int), dev_titles["text"], strict=True))
+    best, f1 = choose_threshold(windows, texts, model.labels, gold_entities(dev_titles), decode,
+                                candidates)
+    model.spec.threshold = best
+    model.spec.training = {**(model.spec.training or {}), "decode_threshold": {
+        "chosen": best, "dev_f1": [[t, f1[t]] for t in candidates]}}
+    log_metrics({"decode_threshold": best, "dev_f1_at_threshold": f1[best]})
+    logger.info("decision threshold %+.2f chosen on dev: dev F1 %.4f (%s at 0)", best, f1[best],
+                f"{f1[0.0]:.4f}" if 0.0 in f1 else "not tried")
 
 
 ENSEMBLE_SEED_STRIDE = 1000  # member i trains with seed + 1000 * (i - 1)
@@ -441,16 +476,21 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
         best = history.loc[history["dev_f1"].idxmax()] if scored else None
         records.append({"member": i, "seed": cfg["optim"]["seed"], "mlflow_run_id": run_id,
                         "best_dev_f1": float(best["dev_f1"]) if scored else float("nan"),
-                        "best_epoch": int(best["epoch"]) if scored else None})
-    first = trained[0].spec.training
-    ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}}).eval()
-    if not dev_titles.empty:
-        dev = examples_for_model(ensemble, dev_titles)
+                        "best_epoch": int(best["epoch"]) if scored else None,
+                        "threshold": member.spec.threshold})
+    first = {k: v for k, v in trained[0].spec.training.items() if k != "decode_threshold"}
+    fixed = threshold_setting(decode)
+    ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}},
+                             0.0 if fixed is None else fixed).eval()
+    dev = examples_for_model(ensemble, dev_titles) if not dev_titles.empty else []
+    if dev:
         scores = DevEvaluator(dev, dev_titles, ensemble.labels, decode, optim)(ensemble)
         ensemble.spec.training["ensemble"]["dev_f1"] = scores["dev_f1"]
         log_metrics({k: scores[k] for k in ("dev_f1", "dev_precision", "dev_recall")})
         logger.info("ensemble of %d: dev F1 %.4f (members %s)", members, scores["dev_f1"],
                     ", ".join(f"{r['best_dev_f1']:.4f}" for r in records))
+    if fixed is None:
+        choose_decode_threshold(ensemble, dev, dev_titles, decode, optim)
     log_tags({"ensemble.members": members,
               "best_epoch": ",".join(str(r["best_epoch"] or "-") for r in records)})
     for done in finished:

@@ -90,8 +90,9 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from jd_ner.checkpoints import CheckpointStore
+    from jd_ner.config import threshold_setting
     from jd_ner.encoder_files import SavedEncoder, texts_digest
-    from jd_ner.evaluation import per_title_counts, threshold_setting
+    from jd_ner.evaluation import per_title_counts
     from jd_ner.pipelines.evaluate.nodes import decoded_entities, predict_titles, score_titles
     from jd_ner.pipelines.features import nodes as features
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, split_titles
@@ -190,8 +191,11 @@ def run_one(args: argparse.Namespace) -> dict:
     if threshold_setting(params["decode"]) is None:
         # the threshold was chosen on dev: the same model at 0 too, as `<trick>/threshold 0`
         chosen, model.spec.threshold = model.spec.threshold, 0.0
-        out[RELATED[1]] = [{**out, "trick": f"{args.trick}/threshold 0", **scored(model, own)}]
-        model.spec.threshold = chosen
+        try:
+            out[RELATED[1]] = [{**out, "trick": f"{args.trick}/threshold 0",
+                                **scored(model, own)}]
+        finally:
+            model.spec.threshold = chosen
     if "member" not in history:
         return out
     # an ensemble: scored as a whole and member by member, as runs of `<trick>/members` with

@@ -58,5 +58,6 @@ def test_compare_tricks_scores_an_ensemble_and_each_member_on_a_share_of_the_tra
     assert first["best_epoch"] == whole["best_epoch"] == 1
     assert train_titles == 96 and whole["train_titles"] == 48  # half of the train split
     assert at_zero["threshold"] == 0.0 and whole["threshold"] in [-3 + 0.25 * i for i in range(17)]
+    assert whole["dev_f1"] >= at_zero["dev_f1"]  # 0 was a candidate: dev chose no worse
     assert [row["trick"] for row in saved["table"]] == [
         "baseline", "baseline/members", "baseline/threshold 0"]

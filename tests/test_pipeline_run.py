@@ -89,14 +89,18 @@ def test_session_runs_ingest_to_submit(project, monkeypatch):
     data = project / "data"
     model_dir = newest(data / "06_models", "ner_model")
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
-    saved = json.loads((model_dir / "config.json").read_text())["training"]
+    config = json.loads((model_dir / "config.json").read_text())
+    saved = config["training"]
     assert saved["trick"] == "baseline" and [r["epoch"] for r in saved["history"]] == [1]
+    # the default chooses the decision threshold on dev; the summary names the model's
+    assert saved["decode_threshold"]["chosen"] == config["threshold"]
     assert newest(data / "08_reporting", "learning_curve.png").stat().st_size > 0
     assert newest(data / "08_reporting", "dev_per_type.csv").is_file()
     summary = json.loads(newest(data / "08_reporting", "evaluation_summary.json").read_text())
     test_metrics = json.loads(newest(data / "08_reporting", "test_metrics.json").read_text())
     low, high = test_metrics["interval_95"]["f1"]
     assert low <= test_metrics["flat_f1"] <= high and summary["test"]["f1"] == test_metrics["flat_f1"]
+    assert summary["decode_threshold"] == config["threshold"]
     titles = {name: pd.read_parquet(newest(data / "03_primary", f"{name}_titles.parquet"))
               for name in ("train", "dev", "test")}
     assert {name: len(t) for name, t in titles.items()} == {"train": 40, "dev": 5, "test": 5}
@@ -135,7 +139,7 @@ def test_session_runs_ingest_to_submit(project, monkeypatch):
 def test_final_fit_trains_on_every_title_and_reports_unevaluated(project, monkeypatch):
     monkeypatch.chdir(project)
     bootstrap_project(project)
-    params = {**TINY_RUN, "final_fit": True}
+    params = {**TINY_RUN, "final_fit": True, "decode": {"threshold": -1.0}}  # no dev to choose on
     with KedroSession.create(project_path=project, runtime_params=params) as session:
         session.run()
     data = project / "data"
@@ -144,7 +148,7 @@ def test_final_fit_trains_on_every_title_and_reports_unevaluated(project, monkey
     summary = json.loads(newest(data / "08_reporting", "evaluation_summary.json").read_text())
     assert "UNEVALUATED" in summary["note"] and summary["test"] == {"evaluated": False}
     config = json.loads((newest(data / "06_models", "ner_model") / "config.json").read_text())
-    assert "unevaluated" in config["trained_on"]
+    assert "unevaluated" in config["trained_on"] and config["threshold"] == -1.0
     submission = newest(data / "07_model_output", "submission.txt").read_text(encoding="utf-8")
     test_titles = (data / "01_raw" / "synthetic_test.txt").read_text(encoding="utf-8").splitlines()
     validate_submission(submission, test_titles)

@@ -7,10 +7,12 @@ import json
 
 import pytest
 
+from jd_ner.config import threshold_candidates, threshold_setting
 from jd_ner.datasets import load_model, save_model
-from jd_ner.evaluation import choose_threshold, threshold_candidates, threshold_setting
+from jd_ner.evaluation import choose_threshold
+from jd_ner.modeling.decode import spans_above
 from jd_ner.modeling.ensemble import EnsembleModel
-from jd_ner.modeling.predict import predict_spans, predict_window_spans, spans_above
+from jd_ner.modeling.predict import predict_spans, predict_window_spans
 
 from .conftest import DECODE, tiny_config
 from .test_reliability import train_once
@@ -106,10 +108,11 @@ def test_training_chooses_the_threshold_on_dev_and_the_saved_model_keeps_it(tiny
                                                                               tmp_path):
     config = tiny_config()
     config["optim"].update(epochs=3, batch_size=8, progress=False, resume="never", seed=3)
-    model, _ = train_once(tiny_titles, tmp_path, "dev", config=config, decode=CHOSEN)
+    model, history = train_once(tiny_titles, tmp_path, "dev", config=config, decode=CHOSEN)
     dev = dev_titles_of(tiny_titles)
     candidates = threshold_candidates(CHOSEN)
     f1 = {t: independent_f1_at(model, dev, t) for t in candidates}
+    assert history["dev_f1"].max() == pytest.approx(f1[0.0])  # the epoch was selected at 0
     assert len(set(f1.values())) > 1  # the choice matters on this model
     assert model.spec.threshold == max(candidates, key=lambda t: (f1[t], -abs(t)))
     record = model.spec.training["decode_threshold"]
@@ -152,3 +155,56 @@ def test_an_ensemble_chooses_its_own_threshold_over_its_members_chosen_ones(tiny
     # members that chose different thresholds still form an ensemble
     ensemble.members[1].spec.threshold = ensemble.members[0].spec.threshold + 1.0
     EnsembleModel(list(ensemble.members))
+
+
+def test_final_fit_refuses_dev_and_bad_candidates_fail_before_any_training(tiny_titles, tmp_path,
+                                                                           monkeypatch):
+    from jd_ner.pipelines.train import nodes
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the settings were checked")
+
+    monkeypatch.setattr(nodes, "fit", no_training)
+    config = tiny_config()
+    config["optim"].update(epochs=1, batch_size=8, progress=False, resume="never")
+    with pytest.raises(ValueError, match="final_fit has no dev split.*decode.threshold="):
+        train_once(tiny_titles, tmp_path, "final", config=config, decode=CHOSEN, final_fit=True)
+    for name, members in (("single", 1), ("ensemble", 2)):
+        config["ensemble"]["members"] = members
+        with pytest.raises(ValueError, match="threshold_candidates"):
+            train_once(tiny_titles, tmp_path, name, config=config,
+                       decode={**CHOSEN, "threshold_candidates": [1.0, -1.0, 0.5]})
+    with pytest.raises(AssertionError, match="trained before"):  # a number needs no candidates
+        train_once(tiny_titles, tmp_path, "fixed", config=config,
+                   decode={**DECODE, "threshold": -1.0}, final_fit=True)
+
+
+def test_models_saved_before_thresholds_existed_load_with_threshold_0(tmp_path):
+    from .test_ensemble import two_members
+
+    first, second = two_members()
+    first.spec.threshold = second.spec.threshold = -1.0
+    ensemble = EnsembleModel([first, second], threshold=-0.5)
+    save_model(first, tmp_path / "single")
+    save_model(ensemble, tmp_path / "ensemble")
+    assert load_model(tmp_path / "single").spec.threshold == -1.0
+    assert load_model(tmp_path / "ensemble").spec.threshold == -0.5
+    for config in (tmp_path / "single/config.json", tmp_path / "ensemble/config.json",
+                   *(tmp_path / "ensemble").glob("member_*/config.json")):
+        data = json.loads(config.read_text(encoding="utf-8"))
+        del data["threshold"]
+        config.write_text(json.dumps(data), encoding="utf-8")
+    assert load_model(tmp_path / "single").spec.threshold == 0.0
+    loaded = load_model(tmp_path / "ensemble")
+    assert [m.spec.threshold for m in (loaded, *loaded.members)] == [0.0, 0.0, 0.0]
+
+
+def test_the_cut_compares_float32_scores_with_the_threshold_as_prediction_does():
+    import torch
+
+    # 0.1 is not a float32: prediction compares a float32 score with it rounded to float32, so
+    # a score equal to float32(0.1) is not above 0.1 there, though above it as a double
+    score = torch.tensor(0.1, dtype=torch.float32)
+    assert not bool(score > 0.1) and score.item() > 0.1
+    windows = {0: [(0, 4, 4, [(0, 1, 0, score.item()), (2, 3, 0, 0.5)])]}
+    assert spans_above(windows, 0.1) == {0: [(2, 3, 0, 0.5)]}

@@ -76,3 +76,28 @@ def flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def threshold_setting(decode: Mapping) -> float | None:
+    """``decode.threshold``: a fixed decision threshold, or None when training chooses it on
+    dev (``dev``)."""
+    value = decode.get("threshold", 0.0)
+    if value == "dev":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"decode.threshold must be `dev` or a number, not {value!r}")
+    return float(value)
+
+
+def threshold_candidates(decode: Mapping) -> list[float]:
+    """The thresholds ``dev`` chooses among: ``decode.threshold_candidates`` [from, to, step]."""
+    setting = decode.get("threshold_candidates")
+    try:
+        low, high, step = (float(v) for v in setting)
+    except (TypeError, ValueError):
+        raise ValueError("decode.threshold_candidates must be [from, to, step], not "
+                         f"{setting!r}") from None
+    if not (step > 0 and low <= high):
+        raise ValueError(f"decode.threshold_candidates [{low}, {high}, {step}]: need from <= to "
+                         "and a positive step")
+    return [round(low + i * step, 9) for i in range(int(round((high - low) / step)) + 1)]

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 
 from jd_ner.metrics import ERROR_CLASSES, Entity, error_classes, micro_prf, per_type_prf
-from jd_ner.modeling.decode import ScoredSpan, decode_title
-from jd_ner.modeling.predict import spans_above
+from jd_ner.modeling.decode import ScoredSpan, decode_title, spans_above
 
 
 def raw_entities(pred: Mapping[int, Sequence[ScoredSpan]], labels: Sequence[str]) -> set[Entity]:
@@ -129,38 +128,14 @@ def _gold_partner(kind: str, p: Entity, golds: set[Entity]) -> Entity | None:
     return min(candidates, key=lambda g: (-shared[g], g[1], g[2], g[3]), default=None)
 
 
-def threshold_setting(decode: Mapping) -> float | None:
-    """``decode.threshold``: a fixed decision threshold, or None when training chooses it on
-    dev (``dev``)."""
-    value = decode.get("threshold", 0.0)
-    if value == "dev":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"decode.threshold must be `dev` or a number, not {value!r}")
-    return float(value)
-
-
-def threshold_candidates(decode: Mapping) -> list[float]:
-    """The thresholds ``dev`` chooses among: ``decode.threshold_candidates`` [from, to, step]."""
-    setting = decode.get("threshold_candidates")
-    try:
-        low, high, step = (float(v) for v in setting)
-    except (TypeError, ValueError):
-        raise ValueError("decode.threshold_candidates must be [from, to, step], not "
-                         f"{setting!r}") from None
-    if not (step > 0 and low <= high):
-        raise ValueError(f"decode.threshold_candidates [{low}, {high}, {step}]: need from <= to "
-                         "and a positive step")
-    return [round(low + i * step, 9) for i in range(int(round((high - low) / step)) + 1)]
-
-
 def choose_threshold(windows: Mapping[int, Sequence], texts: Mapping[int, str],
                      labels: Sequence[str], gold: set[Entity], decode: Mapping,
                      candidates: Sequence[float]) -> tuple[float, dict[float, float]]:
     """The candidate threshold with the best flat entity F1 on these titles (ties: the one
     nearest 0), and each candidate's F1. ``windows``: the titles' windows predicted at the
     lowest candidate (``jd_ner.modeling.predict.predict_window_spans``); each candidate
-    keeps the cells above it and merges windows, as predicting at it would."""
+    keeps the cells above it and merges windows, as predicting at it would. Ties between t
+    and -t go to the lower."""
     f1 = {t: micro_prf(flat_entities(spans_above(windows, t), texts, labels, decode), gold).f1
           for t in candidates}
     return max(candidates, key=lambda t: (f1[t], -abs(t))), f1

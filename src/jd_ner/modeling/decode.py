@@ -9,6 +9,7 @@ import torch
 from jd_ner.modeling.heads import valid_cells
 
 ScoredSpan = tuple[int, int, int, float]  # start, end (inclusive), label index, score
+Window = tuple[int, int, int, list[ScoredSpan]]  # char_start, length, title length, spans
 RESOLUTIONS = ("greedy_score", "longest_first", "first_come")
 
 
@@ -51,6 +52,19 @@ def merge_windows(window_spans: Iterable[tuple[int, int, int, list[ScoredSpan]]]
                 best[key] = score
     return [(s, e, t, v) for (s, e, t), v in sorted(best.items())
             if (s, e, t) in start_ok and (s, e, t) in end_ok]
+
+
+def spans_above(windows: Mapping[int, Sequence[Window]], threshold: float
+                ) -> dict[int, list[ScoredSpan]]:
+    """The titles' spans had they been predicted at ``threshold`` (at least the threshold
+    ``windows`` were predicted at): windows are merged after the cut, as prediction does.
+    Scores are float32 and :func:`spans_from_scores` compares them with the threshold
+    rounded to float32, so the cut here is at that same value."""
+    cut = torch.tensor(threshold, dtype=torch.float32).item()
+    return {tid: merge_windows([(start, length, title_length,
+                                 [span for span in spans if span[3] > cut])
+                                for start, length, title_length, spans in w])
+            for tid, w in windows.items()}
 
 
 WHITESPACE = ("trim", "drop", "keep")

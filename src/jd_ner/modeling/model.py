@@ -61,7 +61,8 @@ class ModelSpec:
     trained_on: str = "train split"
     train_split: str | None = None  # digest of the train split's titles (which split it learnt)
     # cells scoring above it are entities (0: probability above 1/2); training chooses it on
-    # dev (decode.threshold), and evaluate, submit and pseudo_label predict with it
+    # dev (decode.threshold), and whatever predicts with the model uses it (evaluate, submit,
+    # pseudo_label, a distill teacher's out-of-fold score)
     threshold: float = 0.0
     # how it was trained: {"trick", "seed", "history": per-epoch records}, so a loaded model
     # shows its own learning curve (None: a model saved before it was recorded)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from jd_ner.modeling.batching import Collator, Example, move, sequential_batches
-from jd_ner.modeling.decode import ScoredSpan, merge_windows, spans_from_scores
+from jd_ner.modeling.decode import ScoredSpan, Window, merge_windows, spans_from_scores
 from jd_ner.modeling.device import autocast_dtype
 from jd_ner.modeling.model import NerModel
-
-Window = tuple[int, int, int, list[ScoredSpan]]  # char_start, length, title length, spans
 
 
 def collator_for(model: NerModel) -> Collator:
@@ -66,13 +64,3 @@ def predict_spans(model: NerModel, examples: Sequence[Example], batch_size: int 
     entry, possibly empty."""
     windows = predict_window_spans(model, examples, batch_size, device, progress, threshold, amp)
     return {tid: merge_windows(w) for tid, w in windows.items()}
-
-
-def spans_above(windows: Mapping[int, Sequence[Window]], threshold: float
-                ) -> dict[int, list[ScoredSpan]]:
-    """The titles' spans had they been predicted at ``threshold`` (at least the threshold
-    ``windows`` were predicted at): windows are merged after the cut, as prediction does."""
-    return {tid: merge_windows([(start, length, title_length,
-                                 [span for span in spans if span[3] > threshold])
-                                for start, length, title_length, spans in w])
-            for tid, w in windows.items()}

@@ -109,8 +109,8 @@ def summarise_evaluation(test_metrics: dict, dev_metrics: dict, model: NerModel)
     summary = {"model_trained_on": model.spec.trained_on,
                "decode_threshold": model.spec.threshold, "test": _headline(test_metrics),
                "dev": _headline(dev_metrics),
-               "dev_note": "dev selected the model's epoch, so its score is optimistic; "
-                           "quote test"}
+               "dev_note": "dev selected the model's epoch and decision threshold, so its "
+                           "score is optimistic; quote test"}
     if not test_metrics["evaluated"]:
         summary["note"] = ("UNEVALUATED: the model was trained on every labelled title "
                            "(final_fit), so no held-out title is left to score it on")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from jd_ner.checkpoints import CheckpointStore
-from jd_ner.config import resolve_trick
+from jd_ner.config import resolve_trick, threshold_candidates, threshold_setting
 from jd_ner.distributed import DistributedSettings, train_distributed
 from jd_ner.encoder_files import SavedEncoder, texts_digest
 from jd_ner.encoding import (
@@ -26,13 +26,7 @@ from jd_ner.encoding import (
     with_soft_targets,
     word_table,
 )
-from jd_ner.evaluation import (
-    choose_threshold,
-    flat_entities,
-    raw_entities,
-    threshold_candidates,
-    threshold_setting,
-)
+from jd_ner.evaluation import choose_threshold, flat_entities, raw_entities
 from jd_ner.lac_files import attach_lac
 from jd_ner.metrics import micro_prf
 from jd_ner.modeling.adversarial import AdversarialConfig
@@ -200,6 +194,15 @@ def run_key(config: dict, frames: list[pd.DataFrame], *parts) -> str:
     return digest.hexdigest()[:16]
 
 
+def selecting(decode: dict) -> dict:
+    """The decoding settings that decide a run's selected epoch (for :func:`run_key`): dev
+    selects at 0 when the threshold is chosen afterwards (`dev`), and the candidates only
+    matter once training is over."""
+    fixed = threshold_setting(decode)
+    return {**{k: v for k, v in decode.items() if k not in ("threshold", "threshold_candidates")},
+            "threshold": 0.0 if fixed is None else fixed}
+
+
 def train_lexicon_table(model: NerModel, train_input: pd.DataFrame, folds: dict) -> pd.DataFrame:
     """Lexicon feature ids of the train windows, each title matched against the lexicon of
     the folds it is not in (the model's own, full lexicon encodes every other title)."""
@@ -281,6 +284,13 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
         raise ValueError(f"train.ensemble.members must be at least 1, got {members}")
     optim = TrainConfig(**config["optim"])
     fixed = threshold_setting(decode)  # None: chosen on dev once trained; epochs select at 0
+    if fixed is None:
+        threshold_candidates(decode)  # a bad setting fails now, not after the training
+        if dev_titles.empty:
+            raise ValueError("final_fit has no dev split to choose decode.threshold on: give the "
+                             "threshold an evaluated run chose (its MLflow decode_threshold), "
+                             "e.g. --params=final_fit=true,train.optim.epochs=12,"
+                             "decode.threshold=-1")
     model.spec.threshold = 0.0 if fixed is None else fixed
     train_input, dev_input = (with_model_vocabularies(frame, model.char_vocab, model.bigram_vocab)
                               for frame in (train_input, dev_input))
@@ -352,7 +362,7 @@ def train_model(model: NerModel, train_input: pd.DataFrame, dev_input: pd.DataFr
     objective = build_objective(config["objective"], model)
     key = run_key(config, [train_input, dev_input, *(
         frame for frame in (pseudo_titles, soft_targets) if frame is not None)],
-        model.spec.to_dict(), decode)
+        model.spec.to_dict(), selecting(decode))
     store = checkpoints.for_run(key, optim.checkpoint_every, optim.resume)
     started = time.perf_counter()
     distributed = DistributedSettings(**config.get("distributed", {}))
@@ -389,12 +399,7 @@ def choose_decode_threshold(model: NerModel | EnsembleModel, dev: list, dev_titl
                             decode: dict, optim: TrainConfig) -> None:
     """``decode.threshold: dev``: the model's threshold becomes the candidate with the best
     flat F1 on the dev windows ``dev`` (logged as ``decode_threshold``; every candidate's F1
-    kept in ``spec.training``). Without dev titles (final_fit) it stays 0."""
-    if dev_titles.empty:
-        logger.warning("decode.threshold is `dev`, but there is no dev split (final_fit): the "
-                       "model keeps threshold 0; set decode.threshold to the one an evaluated "
-                       "run chose (its MLflow decode_threshold)")
-        return
+    kept in ``spec.training``)."""
     candidates = threshold_candidates(decode)
     windows = predict_window_spans(model, dev, optim.eval_batch_size,
                                    resolve_device(optim.device), threshold=candidates[0],
@@ -442,8 +447,8 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
         cfg["optim"]["seed"] = seed + ENSEMBLE_SEED_STRIDE * (i - 1)
         # a finished member is kept until the ensemble is, so an interrupted run resumes
         # at the member it was training (which resumes from its own checkpoint)
-        done = checkpoints.for_run("member-" + run_key(cfg, frames, model.spec.to_dict(), decode,
-                                                       split), 0, keep)
+        done = checkpoints.for_run("member-" + run_key(cfg, frames, model.spec.to_dict(),
+                                                       selecting(decode), split), 0, keep)
         finished.append(done)
         saved = done.load()
         if saved is not None:
@@ -478,6 +483,7 @@ def train_ensemble(model: NerModel, train_input: pd.DataFrame, dev_input: pd.Dat
                         "best_dev_f1": float(best["dev_f1"]) if scored else float("nan"),
                         "best_epoch": int(best["epoch"]) if scored else None,
                         "threshold": member.spec.threshold})
+    # member 1's threshold record is its own; the ensemble chooses one for its averaged scores
     first = {k: v for k, v in trained[0].spec.training.items() if k != "decode_threshold"}
     fixed = threshold_setting(decode)
     ensemble = EnsembleModel(trained, {**first, "ensemble": {"members": records}},

@@ -11,6 +11,11 @@ the ratios compare like with like.
 
 ``--refs`` measures other git refs (each with its own code and script) in the same run, so
 old and new code paths are compared like with like; ``--profile`` prints where the time goes.
+``--models`` times trained models instead (saved model or ensemble folders, nothing trained):
+prediction titles/s and peak memory of each, on the same titles.
+
+    python scripts/benchmark.py --predict-file ../shared/data/jd/sample_per_line_preliminary_A.txt \
+        --models data/06_models/ner_model/<version>/ner_model,<another> --predict-titles 10000
 
 Settings come from ``conf/base`` exactly as ``kedro run --params=trick:<name>`` resolves
 them; ``--set key=value`` overrides a training setting (e.g. ``--set optim.batch_size=16``).
@@ -69,10 +74,8 @@ def measure_one(args: argparse.Namespace) -> dict:
     from jd_ner.modeling.ensemble import EnsembleModel, ensemble_members
     from jd_ner.modeling.training import TrainConfig, fit, resolve_device
     from jd_ner.modeling.tricks import build_objective
-    from jd_ner.pipelines.evaluate.nodes import predict_titles
     from jd_ner.pipelines.features import nodes as features
-    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, parse_test_titles
-    from jd_ner.pipelines.submit.nodes import write_submission
+    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles
     from jd_ner.pipelines.train.nodes import build_model
     from jd_ner.text.bio import RawFile
 
@@ -119,21 +122,9 @@ def measure_one(args: argparse.Namespace) -> dict:
     predictor = model if members == 1 else EnsembleModel(
         [model, *(copy.deepcopy(model) for _ in range(members - 1))])
 
-    if args.predict_file:
-        test = parse_test_titles(RawFile(str(args.predict_file), Path(args.predict_file).read_bytes()))
-    else:
-        test = titles
-    test = test.iloc[: args.predict_titles].reset_index(drop=True)
-    # Timed from raw titles to the validated submission text: encoding, the model's own
-    # feature extraction, the model, decoding and writing.
-    start = time.perf_counter()
-    pred = predict_titles(predictor, test.assign(spans="[]"),
-                          {"batch_size": optim.eval_batch_size, "device": str(device),
-                           "amp": optim.amp}, progress=False)
-    write_submission(test, pred, predictor, params["decode"])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    predict_seconds = time.perf_counter() - start
+    test = titles_to_predict(args, titles)
+    predict_seconds = time_prediction(predictor, test, optim.eval_batch_size, device, optim.amp,
+                                      params["decode"])
     result = {
         "trick": config["trick"],
         "device": str(device) + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else
@@ -152,6 +143,98 @@ def measure_one(args: argparse.Namespace) -> dict:
     if args.profile:
         result["profile"] = profile(model, examples, test, config, params, optim, device)
     return result
+
+
+def titles_to_predict(args: argparse.Namespace, titles=None):
+    """The first ``--predict-titles`` titles of ``--predict-file`` (default: ``titles``)."""
+    from jd_ner.pipelines.ingest.nodes import parse_test_titles
+    from jd_ner.text.bio import RawFile
+
+    if args.predict_file:
+        titles = parse_test_titles(RawFile(str(args.predict_file),
+                                           Path(args.predict_file).read_bytes()))
+    return titles.iloc[: args.predict_titles].reset_index(drop=True)
+
+
+def time_prediction(model, test, batch_size: int, device, amp: bool, decode: dict) -> float:
+    """Seconds from raw titles to the validated submission text: encoding, the model's own
+    feature extraction, the model (at its own decision threshold), decoding and writing."""
+    import torch
+
+    from jd_ner.pipelines.evaluate.nodes import predict_titles
+    from jd_ner.pipelines.submit.nodes import write_submission
+
+    start = time.perf_counter()
+    pred = predict_titles(model, test.assign(spans="[]"),
+                          {"batch_size": batch_size, "device": str(device), "amp": amp},
+                          progress=False)
+    write_submission(test, pred, model, decode)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure_model(args: argparse.Namespace) -> dict:
+    """Predict ``--predict-titles`` titles with a saved model or ensemble (``--model``), with
+    the evaluate parameters' batch size, device and precision; speed and peak memory."""
+    import torch
+
+    from jd_ner.datasets import load_model
+    from jd_ner.modeling.training import resolve_device
+    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles
+    from jd_ner.text.bio import RawFile
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params = load_parameters(args.conf)
+    titles = None
+    if not args.predict_file:
+        raw = RawFile(str(args.train_file), Path(args.train_file).read_bytes())
+        titles = parse_labelled_titles(raw, params["ingest"])[0]
+    test = titles_to_predict(args, titles)
+    model = load_model(args.model)
+    evaluate = params["evaluate"]
+    device = resolve_device(evaluate["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = time_prediction(model, test, int(evaluate["batch_size"]), device,
+                              bool(evaluate["amp"]), params["decode"])
+    result = {"model": str(args.model), "members": len(getattr(model, "members", [model])),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "threshold": model.spec.threshold, "predict_titles": len(test),
+              "predict_titles_per_s": len(test) / seconds,
+              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "device": str(device) + (f" ({torch.cuda.get_device_name()})"
+                                       if device.type == "cuda" else
+                                       f" ({torch.get_num_threads()} threads)")}
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def compare_models(args: argparse.Namespace, models: list[str]) -> list[dict]:
+    """``measure_model`` of each model, each in its own process, printed as one table."""
+    results = []
+    for model in models:
+        cmd = [sys.executable, __file__, "--model", model, "--conf", str(args.conf),
+               "--predict-titles", str(args.predict_titles), "--threads", str(args.threads),
+               *(["--predict-file", str(args.predict_file)] if args.predict_file else
+                 ["--train-file", str(args.train_file)])]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"benchmark of {model} failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = results[0]
+    print(f"device: {base['device']}; predict titles: {base['predict_titles']}")
+    print(f"{'model':<60}{'members':>8}{'params':>12}{'predict t/s':>13}{'×':>6}"
+          f"{'peak RSS MiB':>14}")
+    for r in results:
+        print(f"{r['model'][-60:]:<60}{r['members']:>8}{r['parameters']:>12,}"
+              f"{r['predict_titles_per_s']:>13.1f}"
+              f"{r['predict_titles_per_s'] / base['predict_titles_per_s']:>6.2f}"
+              f"{r['peak_rss_mib']:>14.0f}"
+              + (f"  peak CUDA {r['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in r else ""))
+    return results
 
 
 def profile(model, examples, test, config, params, optim, device) -> dict:
@@ -300,7 +383,9 @@ def measure_features(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-file", type=Path, required=True, help="BIO file to train on")
+    parser.add_argument("--train-file", type=Path,
+                        help="BIO file to train on (with --models: titles to predict when there "
+                             "is no --predict-file)")
     parser.add_argument("--predict-file", type=Path,
                         help="one-title-per-line file to predict (default: the train titles)")
     parser.add_argument("--tricks", default="baseline",
@@ -323,11 +408,25 @@ def main() -> None:
                              "e.g. --refs a5dc2ea: old and new code paths in one run")
     parser.add_argument("--profile", action="store_true",
                         help="also print where a training step and prediction spend their time")
+    parser.add_argument("--models", default="",
+                        help="comma-separated saved model (or ensemble) folders: time their "
+                             "prediction instead of training tricks")
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: measure one trick
+    parser.add_argument("--model", help=argparse.SUPPRESS)  # internal: measure one model
     args = parser.parse_args()
 
+    if not (args.train_file or (args.models or args.model) and args.predict_file):
+        parser.error("--train-file is required (with --models, --predict-file will do)")
     if args.trick:
         print(json.dumps(measure_one(args)))
+        return
+    if args.model:
+        print(json.dumps(measure_model(args)))
+        return
+    if args.models:
+        results = compare_models(args, [m.strip() for m in args.models.split(",") if m.strip()])
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
         return
     common = ["--train-file", str(args.train_file.resolve()),
               "--train-titles", str(args.train_titles), "--predict-titles", str(args.predict_titles),

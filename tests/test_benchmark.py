@@ -42,3 +42,29 @@ def test_benchmark_prints_figures_for_plain_and_feature_tricks(tmp_path):
     shares = base["profile"]["train"]
     assert set(shares) >= {"embeddings", "encoder", "head projection", "span scores", "loss",
                            "backward", "optimizer"} and all(v >= 0 for v in shares.values())
+
+
+def test_benchmark_times_saved_models_and_ensembles_without_training(tmp_path):
+    from jd_ner.datasets import save_model
+    from jd_ner.modeling.ensemble import EnsembleModel
+
+    from .test_ensemble import two_members
+
+    first, second = two_members()
+    first.spec.threshold = -1.0
+    save_model(first, tmp_path / "single")
+    save_model(EnsembleModel([first, second], threshold=-0.5), tmp_path / "ensemble")
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"),
+           "--predict-file", str(RAW / "synthetic_test.txt"), "--predict-titles", "24",
+           "--threads", "1", "--models", f"{tmp_path / 'single'},{tmp_path / 'ensemble'}",
+           "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, ensemble = json.loads(out.read_text())
+    assert [r["members"] for r in (single, ensemble)] == [1, 2]
+    assert [r["threshold"] for r in (single, ensemble)] == [-1.0, -0.5]
+    assert ensemble["parameters"] == 2 * single["parameters"]
+    for r in (single, ensemble):
+        assert r["predict_titles"] == 24 and r["predict_titles_per_s"] > 0 and r["peak_rss_mib"] > 0
+    assert "ensemble" in done.stdout and "predict t/s" in done.stdout

@@ -4,9 +4,9 @@ Each member scores a cell (start, end, type) with a logit s_i; the ensemble's pr
 is p = (1/n) sum_i sigmoid(s_i), the same average the distill pipeline's teachers give
 their student. The ensemble returns the logit of p, so it decodes like any model (a cell
 is an entity when its score is above the ensemble's threshold; at 0, when p > 1/2) and its
-scores stay comparable. Computed in
-log space, log p - log(1 - p) = logsumexp_i logsigmoid(s_i) - logsumexp_i logsigmoid(-s_i),
-which stays finite where a sigmoid would round to 0 or 1.
+scores stay comparable. Computed as log p - log q with q = mean sigmoid(-s_i) = 1 - p taken
+apart, and in log space (logsumexp_i logsigmoid(s_i) - logsumexp_i logsigmoid(-s_i)) where
+a mean probability underflows, so it stays finite where a sigmoid would round to 0 or 1.
 
 The members must read titles the same way (vocabularies, windows, features): they are
 trained from one configuration with different seeds.
@@ -40,9 +40,28 @@ def _reading(spec: ModelSpec) -> dict:
     return data
 
 
+UNDERFLOW = 1e-30  # below it a float32 mean probability has lost its precision
+
+
 def mean_probability_logit(scores: torch.Tensor) -> torch.Tensor:
-    """logit of the mean of sigmoid(scores) over the first dimension."""
+    """logit of the mean of sigmoid(scores) over the first dimension.
+
+    log p - log q with p = mean sigmoid(s) and q = mean sigmoid(-s) (that is 1 - p, taken
+    apart so that a p near 1 keeps its precision); where p or q underflows (every member
+    beyond about -69 or +69) the cell is computed in log space instead. The log-space form
+    alone is exact everywhere but, on a CPU, costs more than the members' forward passes.
+    """
     scores = scores.float()
+    p, q = torch.sigmoid(scores).mean(0), torch.sigmoid(-scores).mean(0)
+    out = torch.log(p) - torch.log(q)
+    lost = (p < UNDERFLOW) | (q < UNDERFLOW)
+    if lost.any():
+        out[lost] = log_space_mean_probability_logit(scores[:, lost])
+    return out
+
+
+def log_space_mean_probability_logit(scores: torch.Tensor) -> torch.Tensor:
+    """The same, as logsumexp_i logsigmoid(s_i) - logsumexp_i logsigmoid(-s_i)."""
     logsig = nn.functional.logsigmoid
     return torch.logsumexp(logsig(scores), dim=0) - torch.logsumexp(logsig(-scores), dim=0)
 

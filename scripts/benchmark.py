@@ -176,7 +176,9 @@ def time_prediction(model, test, batch_size: int, device, amp: bool, decode: dic
 
 def measure_model(args: argparse.Namespace) -> dict:
     """Predict ``--predict-titles`` titles with a saved model or ensemble (``--model``), with
-    the evaluate parameters' batch size, device and precision; speed and peak memory."""
+    the evaluate parameters' batch size, device and precision; speed and peak memory. The
+    time includes the first call's start-up (thread pools, a CUDA context): small beside
+    thousands of titles."""
     import torch
 
     from jd_ner.datasets import load_model
@@ -220,7 +222,8 @@ def compare_models(args: argparse.Namespace, models: list[str]) -> list[dict]:
                "--predict-titles", str(args.predict_titles), "--threads", str(args.threads),
                *(["--predict-file", str(args.predict_file)] if args.predict_file else
                  ["--train-file", str(args.train_file)])]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         if out.returncode != 0:
             sys.exit(f"benchmark of {model} failed:\n{out.stderr[-3000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -415,16 +418,25 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)  # internal: measure one model
     args = parser.parse_args()
 
-    if not (args.train_file or (args.models or args.model) and args.predict_file):
+    if not (args.train_file or ((args.models or args.model) and args.predict_file)):
         parser.error("--train-file is required (with --models, --predict-file will do)")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.models and not models:
+        parser.error("--models names no model folder")
+    training = {"--tricks": args.tricks != parser.get_default("tricks"), "--refs": args.refs,
+                "--set": args.set, "--profile": args.profile, "--features": args.features,
+                "--char-encoder": args.char_encoder}
+    if models and any(training.values()):
+        parser.error(f"--models times saved models: {', '.join(k for k, v in training.items() if v)}"
+                     " would be ignored")
     if args.trick:
         print(json.dumps(measure_one(args)))
         return
     if args.model:
         print(json.dumps(measure_model(args)))
         return
-    if args.models:
-        results = compare_models(args, [m.strip() for m in args.models.split(",") if m.strip()])
+    if models:
+        results = compare_models(args, models)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
         return

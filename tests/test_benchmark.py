@@ -67,4 +67,8 @@ def test_benchmark_times_saved_models_and_ensembles_without_training(tmp_path):
     assert ensemble["parameters"] == 2 * single["parameters"]
     for r in (single, ensemble):
         assert r["predict_titles"] == 24 and r["predict_titles_per_s"] > 0 and r["peak_rss_mib"] > 0
-    assert "ensemble" in done.stdout and "predict t/s" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if "/single " in line or "/ensemble " in line]
+    assert len(rows) == 2 and "predict t/s" in done.stdout
+    refused = subprocess.run([*cmd[:-2], "--tricks", "gpkg"], capture_output=True, text=True,
+                             cwd=ROOT, timeout=300)
+    assert refused.returncode != 0 and "--tricks would be ignored" in refused.stderr

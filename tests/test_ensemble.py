@@ -39,14 +39,15 @@ def test_the_ensemble_score_is_the_logit_of_the_members_mean_probability():
 def test_where_a_mean_probability_underflows_the_score_is_still_exact():
     # every member beyond about +-69: p (or 1 - p) is below float32's reach, so those cells
     # take the log-space form; numpy's own log-space computation in float64 is the reference
-    s = np.array([[100.0, -100.0, 150.0, -150.0, 100.0, -90.0, 12.0, -30.0],
-                  [120.0, -80.0, 150.0, -200.0, -100.0, -95.0, 11.0, -31.0],
-                  [90.0, -110.0, 150.0, -120.0, 100.0, -100.0, 13.0, -29.0]])
+    # (last columns: strong disagreement, and all members just above the cut, near -69)
+    s = np.array([[100.0, -100.0, 150.0, -150.0, 100.0, -90.0, 12.0, -30.0, 80.0, -66.0],
+                  [120.0, -80.0, 150.0, -200.0, -100.0, -95.0, 11.0, -31.0, -80.0, -67.0],
+                  [90.0, -110.0, 150.0, -120.0, 100.0, -100.0, 13.0, -29.0, -80.0, -68.0]])
     log_p = np.logaddexp.reduce(-np.logaddexp(0.0, -s), axis=0)
     log_q = np.logaddexp.reduce(-np.logaddexp(0.0, s), axis=0)
     got = mean_probability_logit(torch.tensor(s, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(got, log_p - log_q, rtol=1e-5, atol=1e-4)
-    assert np.isfinite(got).all()
+    assert np.isfinite(got).all() and got[8] == pytest.approx(-np.log(2.0), abs=1e-5)
 
 
 TEXTS = ["小米 手机壳 R17", "华为充电器 20W", "苹果数据线"]

@@ -22,6 +22,9 @@ from torch import nn
 
 from jd_ner.modeling.model import ModelSpec, NerModel
 
+# a mean probability below it is taken in log space: float32 keeps full precision down to
+# about 1e-38, and this leaves a margin
+UNDERFLOW = 1e-30
 READ_LIKE_FIRST_MEMBER = frozenset({"char_vocab", "bigram_vocab", "pinyin_vocab", "glyph_vocab",
                                     "lexicon_matcher", "word_matcher", "sequence_fields"})
 
@@ -40,9 +43,6 @@ def _reading(spec: ModelSpec) -> dict:
     return data
 
 
-UNDERFLOW = 1e-30  # below it a float32 mean probability has lost its precision
-
-
 def mean_probability_logit(scores: torch.Tensor) -> torch.Tensor:
     """logit of the mean of sigmoid(scores) over the first dimension.
 
@@ -53,7 +53,9 @@ def mean_probability_logit(scores: torch.Tensor) -> torch.Tensor:
     """
     scores = scores.float()
     p, q = torch.sigmoid(scores).mean(0), torch.sigmoid(-scores).mean(0)
-    out = torch.log(p) - torch.log(q)
+    # clamped so that the cells overwritten below never hold log(0) (no inf, nor NaN in a
+    # gradient, if this is ever differentiated)
+    out = torch.log(p.clamp_min(UNDERFLOW)) - torch.log(q.clamp_min(UNDERFLOW))
     lost = (p < UNDERFLOW) | (q < UNDERFLOW)
     if lost.any():
         out[lost] = log_space_mean_probability_logit(scores[:, lost])

@@ -208,3 +208,14 @@ def test_the_cut_compares_float32_scores_with_the_threshold_as_prediction_does()
     assert not bool(score > 0.1) and score.item() > 0.1
     windows = {0: [(0, 4, 4, [(0, 1, 0, score.item()), (2, 3, 0, 0.5)])]}
     assert spans_above(windows, 0.1) == {0: [(2, 3, 0, 0.5)]}
+
+
+def test_run_keys_hold_the_threshold_training_selects_at_not_the_candidates():
+    from jd_ner.pipelines.train.nodes import selecting
+
+    # `dev` trains (selects epochs) at 0; the candidates only matter after training
+    same = [CHOSEN, {**CHOSEN, "threshold": 0.0},
+            {**CHOSEN, "threshold_candidates": [-1.0, 1.0, 0.5]}]
+    assert all(selecting(d) == selecting(CHOSEN) for d in same)
+    assert selecting({**CHOSEN, "threshold": 0.5}) != selecting(CHOSEN)
+    assert selecting({**CHOSEN, "overlap": "first_come"}) != selecting(CHOSEN)

@@ -84,6 +84,107 @@ def split_variant(label: str) -> tuple[str, list[str]]:
     return preset, [item for item in rest[:-1].split(";") if item]
 
 
+def resolved(args: argparse.Namespace, label: str) -> tuple[dict, dict, bool]:
+    """The parameters and training configuration of one trick (presets, then ``--set``, then
+    the variant's own settings), and whether it is distilled."""
+    from jd_ner.pipelines.train.nodes import resolve_training_config
+
+    params = load_parameters(args.conf)
+    preset, variant = split_variant(label)
+    names = preset.split("+")
+    distill = "distill" in names
+    preset = "+".join(n for n in names if n != "distill") or "baseline"
+    overrides = [*(args.params or []), *variant]
+    for item in overrides:
+        if not item.startswith("train."):
+            assign(params, item)
+    if args.device:
+        params["evaluate"]["device"] = args.device
+        params["pretrain"]["optim"]["device"] = args.device
+    config = resolve_training_config(preset, params["train"])
+    for item in overrides:  # over the presets: `rdrop[train.objective.rdrop.alpha=2]` means it
+        if item.startswith("train."):
+            assign(config, item.removeprefix("train."))
+    return params, config, distill
+
+
+def whole_split(args: argparse.Namespace, params: dict):
+    """Train, dev and test titles, split as the ingest pipeline splits them."""
+    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, split_titles
+    from jd_ner.text.bio import RawFile
+
+    titles, _ = parse_labelled_titles(RawFile(str(args.train_file), args.train_file.read_bytes()),
+                                      params["ingest"])
+    return split_titles(titles, params["ingest"])
+
+
+def pretraining_corpus(args: argparse.Namespace, train, dev, test):
+    """The titles an encoder is pretrained on, as the pretrain pipeline collects them: the
+    ``--unlabelled`` files and the whole train split, without the split's dev and test titles."""
+    from jd_ner.pipelines.pretrain.nodes import collect_unlabelled_titles
+    from jd_ner.text.bio import RawFile
+
+    return collect_unlabelled_titles([RawFile(str(p), p.read_bytes()) for p in args.unlabelled],
+                                     train, dev, test)[0]
+
+
+def needs_encoder(params: dict, config: dict) -> bool:
+    """Whether a trick starts from the masked-character pretraining of its own encoder."""
+    return config["model"]["encoder"]["init"] == "pretrained" and not params["pretrained_encoder"]
+
+
+def encoder_keys(args: argparse.Namespace, labels: list[str]) -> dict[str, str]:
+    """Per trick that starts from a pretrained encoder, the key of the encoder it needs
+    (the pretrain pipeline's: encoder and pretraining settings, titles, split). Tricks whose
+    keys match share one pretraining."""
+    from jd_ner.pipelines.pretrain.nodes import encoder_key
+
+    keys, corpora = {}, {}
+    for label in labels:
+        params, config, _ = resolved(args, label)
+        if not needs_encoder(params, config):
+            continue
+        split_key = json.dumps(params["ingest"], sort_keys=True, default=str)
+        if split_key not in corpora:
+            train, dev, test = whole_split(args, params)
+            corpora[split_key] = train, pretraining_corpus(args, train, dev, test)
+        train, corpus = corpora[split_key]
+        keys[label] = encoder_key(corpus, train, config, params["pretrain"], params["features"])[0]
+    return keys
+
+
+def pretrain_one(args: argparse.Namespace) -> dict:
+    """Pretrain the encoder that trick ``--pretrain-for`` starts from, as the pretrain
+    pipeline would, into ``--encoder-out``; what it cost and reached."""
+    import torch
+
+    from jd_ner.checkpoints import CheckpointStore
+    from jd_ner.encoder_files import save_pretrained_encoder
+    from jd_ner.pipelines.pretrain.nodes import pretrain_char_encoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params, config, _ = resolved(args, args.pretrain_for)
+    train, dev, test = whole_split(args, params)
+    settings = {**params["pretrain"], "reuse": False,
+                "optim": {**params["pretrain"]["optim"], "progress": False, "resume": "never"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder, _ = pretrain_char_encoder(pretraining_corpus(args, train, dev, test), train,
+                                           config, settings, params["features"],
+                                           CheckpointStore(tmp))
+    if encoder.info["run_key"] != args.encoder_out.name:
+        sys.exit(f"{args.pretrain_for}: pretrained encoder {encoder.info['run_key']}, but "
+                 f"{args.encoder_out.name} was planned (the settings changed in between?)")
+    save_pretrained_encoder(encoder, args.encoder_out)
+    return encoder_record(encoder.info, reused=False)
+
+
+def encoder_record(info: dict, reused: bool) -> dict:
+    return {"key": info["run_key"], "titles": info["titles"], "epochs": info["epochs"],
+            "minutes": info["minutes"], "masked_accuracy": info["final_masked_accuracy"],
+            "reused": reused}
+
+
 def run_one(args: argparse.Namespace) -> dict:
     """One trick and seed: train on the train split, select on dev, score test once."""
     import pandas as pd
@@ -95,26 +196,12 @@ def run_one(args: argparse.Namespace) -> dict:
     from jd_ner.evaluation import per_title_counts
     from jd_ner.pipelines.evaluate.nodes import decoded_entities, predict_titles, score_titles
     from jd_ner.pipelines.features import nodes as features
-    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, split_titles
-    from jd_ner.pipelines.train.nodes import build_model, resolve_training_config, train_model
-    from jd_ner.text.bio import RawFile
+    from jd_ner.pipelines.train.nodes import build_model, train_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = load_parameters(args.conf)
-    preset, variant = split_variant(args.trick)
-    names = preset.split("+")
-    distill = "distill" in names
-    preset = "+".join(n for n in names if n != "distill") or "baseline"
-    overrides = [*(args.params or []), *variant]
-    for item in overrides:
-        if not item.startswith("train."):
-            assign(params, item)
-    if args.device:
-        params["evaluate"]["device"] = args.device
-    titles, _ = parse_labelled_titles(RawFile(str(args.train_file), args.train_file.read_bytes()),
-                                      params["ingest"])
-    train, dev, test = split_titles(titles, params["ingest"])
+    params, config, distill = resolved(args, args.trick)
+    train, dev, test = whole_split(args, params)
     split = None
     if args.train_fraction < 1:
         # a learning curve: fewer labelled titles, the same dev and test; the model still
@@ -124,10 +211,6 @@ def run_one(args: argparse.Namespace) -> dict:
         train = train.sample(n=keep, random_state=int(params["ingest"]["split_seed"]))
         train = train.sort_values("title_id").reset_index(drop=True)
     fp, pretrained = params["features"], params["pretrained_encoder"]
-    config = resolve_training_config(preset, params["train"])
-    for item in overrides:  # over the presets: `rdrop[train.objective.rdrop.alpha=2]` means it
-        if item.startswith("train."):
-            assign(config, item.removeprefix("train."))
     config["optim"].update(seed=args.seed, progress=False, resume="never")
     if args.device:
         config["optim"]["device"] = args.device
@@ -328,12 +411,20 @@ def main() -> None:
     parser.add_argument("--char-encoder", type=Path,
                         help="a pretrained character encoder folder (data/06_models/char_encoder/"
                              "<version>/char_encoder) for tricks with model.encoder.init=pretrained")
+    parser.add_argument("--pretrain", type=Path, metavar="DIR",
+                        help="pretrain the encoder each trick starts from (once per distinct "
+                             "encoder: its settings, the pretrain parameters and the titles) on "
+                             "the --unlabelled files plus the train split, as the pretrain "
+                             "pipeline would, into DIR/<key>; one already there is reused. "
+                             "Instead of --char-encoder: compares encoder settings, e.g. "
+                             "single[train.model.encoder.lstm_layers=2]")
     parser.add_argument("--pseudo-titles", type=Path,
                         help="a pseudo_label run's titles (data/03_primary/pseudo_titles.parquet/"
                              "<version>/pseudo_titles.parquet) for tricks with train.pseudo_labels")
     parser.add_argument("--unlabelled", type=Path, nargs="*", default=[],
-                        help="one-title-per-line files whose titles a distilled student also "
-                             "learns from (the teachers' soft targets); the split's dev and test "
+                        help="one-title-per-line files: what --pretrain pretrains on (with "
+                             "the train split), and the titles a distilled student also learns "
+                             "from (the teachers' soft targets); the split's dev and test "
                              "titles are left out")
     parser.add_argument("--train-fraction", type=float, default=1.0,
                         help="train on this share of the train split's titles (a seeded sample; "
@@ -342,11 +433,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the runs and the table here")
     parser.add_argument("--trick", help=argparse.SUPPRESS)  # internal: one run
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--pretrain-for", help=argparse.SUPPRESS)  # internal: one pretraining
+    parser.add_argument("--encoder-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.trick:
         print(json.dumps(run_one(args)))
         return
+    if args.pretrain_for:
+        print(json.dumps(pretrain_one(args)))
+        return
+    if args.pretrain and args.char_encoder:
+        parser.error("--pretrain makes the encoders the tricks start from: drop --char-encoder")
     if not 0 < args.train_fraction <= 1:
         parser.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
     if args.train_fraction < 1 and "distill" in args.tricks:
@@ -365,6 +463,7 @@ def main() -> None:
     labels = [t.strip() for t in args.tricks.split(",") if t.strip()]
     jobs = [(t, int(s)) for s in args.seeds.split(",") for t in labels]  # seed-major: every
     # trick gets its first seed before any gets its second
+    encoders = encoder_keys(args, labels) if args.pretrain else {}
     passthrough = ["--train-file", str(args.train_file), "--conf", str(args.conf),
                    "--threads", str(args.threads), *(["--device", args.device] if args.device else []),
                    *(["--char-encoder", str(args.char_encoder)] if args.char_encoder else []),
@@ -374,15 +473,41 @@ def main() -> None:
                    *[f"--set={item}" for item in args.params or []]]
 
     lock = threading.Lock()
+    slots = threading.Semaphore(max(1, args.jobs))  # processes at a time, pretraining included
+
+    def child(what: str, extra: list[str]) -> dict:
+        with slots:
+            done = subprocess.run([sys.executable, __file__, *passthrough, *extra],
+                                  capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if done.returncode != 0:
+            sys.exit(f"{what} failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def pretrain(key: str) -> dict:
+        folder = args.pretrain / key
+        users = [label for label, k in encoders.items() if k == key]
+        if (folder / "config.json").is_file():
+            from jd_ner.encoder_files import SavedEncoder
+
+            made = encoder_record(SavedEncoder(folder).info, reused=True)
+        else:
+            made = child(f"pretraining for {users[0]}",
+                         ["--pretrain-for", users[0], "--encoder-out", str(folder)])
+        print(f"{'reused' if made['reused'] else 'pretrained'} encoder {key} for "
+              f"{', '.join(users)}: {made['titles']} titles, {made['epochs']} epochs, masked "
+              f"accuracy {made['masked_accuracy']:.3f}, {made['minutes']:.1f} min", flush=True)
+        return {**made, "path": str(folder)}
 
     def launch(job):
         trick, seed = job
-        cmd = [sys.executable, __file__, *passthrough, "--trick", trick, "--seed", str(seed)]
-        done = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if done.returncode != 0:
-            sys.exit(f"run {trick} seed {seed} failed:\n{done.stderr[-3000:]}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        extra, made = ["--trick", trick, "--seed", str(seed)], None
+        if trick in encoders:
+            made = pretraining[encoders[trick]].result()
+            extra += ["--char-encoder", made["path"]]
+        result = child(f"run {trick} seed {seed}", extra)
+        if made:
+            result["char_encoder"] = {k: v for k, v in made.items() if k != "path"}
         print(f"done: {trick} seed {seed}: test F1 {result['test_f1']:.4f}, dev F1 "
               f"{result['dev_f1']:.4f} (epoch {result['best_epoch']}), "
               f"{result['train_minutes']:.1f} min", flush=True)
@@ -391,7 +516,12 @@ def main() -> None:
                 partial.write(json.dumps(result) + "\n")
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    if encoders:
+        args.pretrain.mkdir(parents=True, exist_ok=True)
+    # threads only wait here: `slots` bounds the processes
+    with ThreadPoolExecutor(max_workers=max(1, len(set(encoders.values())))) as pre, \
+            ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+        pretraining = {key: pre.submit(pretrain, key) for key in dict.fromkeys(encoders.values())}
         results = list(pool.map(launch, jobs))
     results = flattened(results)
     rows = summarise(results)

@@ -61,3 +61,51 @@ def test_compare_tricks_scores_an_ensemble_and_each_member_on_a_share_of_the_tra
     assert whole["dev_f1"] >= at_zero["dev_f1"]  # 0 was a candidate: dev chose no worse
     assert [row["trick"] for row in saved["table"]] == [
         "baseline", "baseline/members", "baseline/threshold 0"]
+
+
+def test_compare_tricks_pretrains_each_distinct_encoder_once_and_reuses_it(tmp_path):
+    from jd_ner.encoder_files import SavedEncoder, texts_digest
+    from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, split_titles
+    from jd_ner.text.bio import RawFile
+
+    data = write_bio(tmp_path / "train.txt", generate(120, seed=3))
+    more = tmp_path / "unlabelled.txt"
+    more.write_text("\n".join(t for t, _ in generate(30, seed=9)) + "\n", encoding="utf-8")
+    tiny = ["train.optim.epochs=1", "train.model.head.head_size=4", "train.ensemble.members=1",
+            "pretrain.optim.epochs=1", "decode.threshold=0",
+            *(f"train.model.encoder.{key}={value}" for key, value in ENCODER.items())]
+    encoders, out = tmp_path / "encoders", tmp_path / "runs.json"
+
+    def compare(tricks: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/compare_tricks.py"), "--train-file", str(data),
+             "--tricks", tricks, "--seeds", "3", "--jobs", "2", "--threads", "1",
+             "--pretrain", str(encoders), "--unlabelled", str(more), "--json", str(out),
+             *(f"--set={item}" for item in tiny)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    # rdrop changes the objective, not the encoder: it shares the baseline's pretraining
+    done = compare("baseline,baseline[train.model.encoder.lstm_hidden=6],rdrop,scratch")
+    runs = {r["trick"]: r for r in json.loads(out.read_text())["runs"]}
+    assert "char_encoder" not in runs["scratch"]
+    base, wide, rdrop = (runs[t]["char_encoder"] for t in (
+        "baseline", "baseline[train.model.encoder.lstm_hidden=6]", "rdrop"))
+    assert base == rdrop and base["key"] != wide["key"] and not base["reused"]
+    assert sorted(p.name for p in encoders.iterdir()) == sorted([base["key"], wide["key"]])
+    assert done.stdout.count("pretrained encoder") == 2
+    params = base_parameters()
+    titles, _ = parse_labelled_titles(RawFile(str(data), data.read_bytes()), params["ingest"])
+    train, dev, test = split_titles(titles, params["ingest"])
+    for made, lstm in ((base, ENCODER["lstm_hidden"]), (wide, 6)):
+        info = SavedEncoder(encoders / made["key"]).info
+        assert info["run_inputs"]["encoder"]["lstm_hidden"] == lstm
+        assert info["train_split"] == texts_digest(train["text"])
+        assert made["epochs"] == 1
+    # the unlabelled titles and the train split, never the split's dev or test titles
+    assert base["titles"] == len({*train["text"], *(t for t, _ in generate(30, seed=9))}
+                                 - {*dev["text"], *test["text"]})
+    again = compare("baseline")
+    assert "reused encoder" in again.stdout and "pretrained encoder" not in again.stdout
+    reused = json.loads(out.read_text())["runs"][0]["char_encoder"]
+    assert reused == {**base, "reused": True}

@@ -84,6 +84,15 @@ def pretraining_key(config: dict, params: dict, features: dict, texts) -> tuple[
     return digest, inputs
 
 
+def encoder_key(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, config: dict,
+                params: dict, features: dict) -> tuple[str, dict]:
+    """:func:`pretraining_key` of the encoder pretrained on ``unlabelled`` for the train
+    split ``train_titles``: the split counts too, so an encoder made for another split is
+    not reused, even on the same titles."""
+    return pretraining_key(config, params, features,
+                           [*unlabelled["text"], "", texts_digest(train_titles["text"])])
+
+
 def _reusable(saved: list[SavedEncoder], key: str,
               inputs: dict) -> tuple[SavedEncoder, PretrainedEncoder] | None:
     """The newest saved encoder pretrained with the same key, and its weights; None (after
@@ -136,9 +145,7 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, 
     again, as the newest, for training to read.
     """
     texts = unlabelled["text"]
-    # the train split too: the encoder is refused for another split, even on the same titles
-    key, inputs = pretraining_key(config, params, features,
-                                  [*texts, "", texts_digest(train_titles["text"])])
+    key, inputs = encoder_key(unlabelled, train_titles, config, params, features)
     found = _reusable(saved or [], key, inputs) if params.get("reuse", True) else None
     if found is not None:
         folder, reused = found

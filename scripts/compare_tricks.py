@@ -22,6 +22,10 @@ teachers, their soft targets on the train titles and the ``--unlabelled`` files,
 student, which is what is scored. An ensemble (``ensemble``, ``train.ensemble.members``)
 is scored as a whole and each member as a run of ``<trick>/members`` (with its own seed;
 member 1 is the single model of the run's seed): the table shows what averaging bought.
+With ``--pretrain DIR`` each trick starts from an encoder pretrained for it (once per
+distinct encoder, as the pretrain pipeline would, on the ``--unlabelled`` files and the train
+split), saved under its key in DIR and reused by later comparisons: a comparison of encoder
+settings, ``single[train.model.encoder.lstm_layers=2]``, needs no other step.
 When training chooses the decision threshold on dev (``decode.threshold: dev``, the
 default), each model is scored at 0 too, as a run of ``<trick>/threshold 0``: what the
 threshold bought on the same runs.
@@ -30,6 +34,7 @@ threshold bought on the same runs.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import subprocess
@@ -38,6 +43,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +104,7 @@ def resolved(args: argparse.Namespace, label: str) -> tuple[dict, dict, bool]:
     for item in overrides:
         if not item.startswith("train."):
             assign(params, item)
-    if args.device:
+    if args.device:  # (not part of an encoder's key: one pretrained on a GPU is reused on a CPU)
         params["evaluate"]["device"] = args.device
         params["pretrain"]["optim"]["device"] = args.device
     config = resolve_training_config(preset, params["train"])
@@ -166,7 +172,8 @@ def pretrain_one(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     params, config, _ = resolved(args, args.pretrain_for)
     train, dev, test = whole_split(args, params)
-    settings = {**params["pretrain"], "reuse": False,
+    # no saved encoders are passed, so nothing is reused; the parent reuses DIR/<key>
+    settings = {**params["pretrain"],
                 "optim": {**params["pretrain"]["optim"], "progress": False, "resume": "never"}}
     with tempfile.TemporaryDirectory() as tmp:
         encoder, _ = pretrain_char_encoder(pretraining_corpus(args, train, dev, test), train,
@@ -180,6 +187,7 @@ def pretrain_one(args: argparse.Namespace) -> dict:
 
 
 def encoder_record(info: dict, reused: bool) -> dict:
+    """What a run's record says of its encoder (``char_encoder``)."""
     return {"key": info["run_key"], "titles": info["titles"], "epochs": info["epochs"],
             "minutes": info["minutes"], "masked_accuracy": info["final_masked_accuracy"],
             "reused": reused}
@@ -228,7 +236,7 @@ def run_one(args: argparse.Namespace) -> dict:
     for name, frame in (("train", train), ("dev", dev)):
         encoded = features.encode_split(frame, cv, bv, schema, fp)
         inputs[name] = features.build_model_input(encoded, pv, gv, fp) if char_features else encoded
-    if config["model"]["encoder"]["init"] == "pretrained" and not args.char_encoder:
+    if needs_encoder(params, config) and not args.char_encoder:
         sys.exit(f"{args.trick} starts from a pretrained character encoder (the default): give "
                  "--char-encoder data/06_models/char_encoder/<version>/char_encoder, or "
                  "compare `scratch`")
@@ -389,6 +397,141 @@ def print_table(rows: list[dict]) -> None:
         print(f"  {r['trick']}: test F1 per seed {', '.join(f'{v:.4f}' for v in r['test_f1_per_seed'])}")
 
 
+class Slots:
+    """At most ``n`` child processes at a time, handed out by rank among those waiting
+    (pretraining first, then runs seed-major, so an interrupted comparison has every trick's
+    first seed), and none once one has failed: its error is what every waiter then raises."""
+
+    def __init__(self, n: int):
+        self.free, self.waiting, self.failure = n, [], None
+        self.changed = threading.Condition()
+
+    @contextmanager
+    def taken(self, rank: int):
+        with self.changed:
+            heapq.heappush(self.waiting, rank)
+            self.changed.wait_for(lambda: self.failure is not None
+                                  or (self.free > 0 and self.waiting[0] == rank))
+            self.waiting.remove(rank)
+            heapq.heapify(self.waiting)
+            self.changed.notify_all()
+            if self.failure is not None:
+                raise SystemExit(self.failure)
+            self.free -= 1
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.free += 1
+                self.changed.notify_all()
+
+    def fail(self, message: str) -> None:
+        with self.changed:
+            if self.failure is None:
+                self.failure = message
+            self.changed.notify_all()
+
+
+def reused_encoder(folder: Path, key: str) -> dict | None:
+    """The record of the encoder pretrained with ``key`` that ``folder`` holds, None when the
+    folder does not exist; exits when it holds anything else (another key, weights missing,
+    truncated or not the ones pretrained), rather than letting every run fail on it."""
+    if not folder.exists():
+        return None
+    from jd_ner.encoder_files import SavedEncoder
+    from jd_ner.modeling.pretraining import weights_digest
+
+    try:
+        encoder = SavedEncoder(folder).load()
+        problem = ("its key is " + str(encoder.info.get("run_key"))
+                   if encoder.info.get("run_key") != key else
+                   "its weights are not the ones pretrained"
+                   if weights_digest(encoder.state) != encoder.info.get("weights_sha256") else None)
+    except Exception as err:  # noqa: BLE001 - whatever broke it, the folder is not reusable
+        problem = f"it cannot be read ({err})"
+    if problem:
+        sys.exit(f"{folder} should hold the encoder pretrained with key {key}, but {problem}: "
+                 "move it away")
+    return encoder_record(encoder.info, reused=True)
+
+
+def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]], encoders: dict[str, str],
+            passthrough: list[str]) -> list[dict]:
+    """Every (trick, seed) run, each in its own process, after pretraining (or reusing) the
+    encoders the tricks need; a failure stops the comparison."""
+    lock = threading.Lock()
+    slots = Slots(max(1, args.jobs))
+    keys = list(dict.fromkeys(encoders.values()))
+
+    running: set[subprocess.Popen] = set()
+
+    def stop(message: str) -> None:
+        """No process starts after a failure, and the running ones end with it."""
+        slots.fail(message)
+        with lock:
+            for process in running:
+                process.terminate()
+
+    def child(what: str, rank: int, extra: list[str]) -> dict:
+        with slots.taken(rank):
+            with lock:
+                if slots.failure is not None:  # failed while this one took its slot
+                    raise SystemExit(slots.failure)
+                process = subprocess.Popen([sys.executable, __file__, *passthrough, *extra],
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                running.add(process)
+            out, err = process.communicate()
+            with lock:
+                running.discard(process)
+        if process.returncode != 0:
+            stop(f"{what} failed:\n{err[-3000:]}")
+            sys.exit(slots.failure)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def pretrain(key: str) -> dict:
+        folder = args.pretrain / key
+        users = [label for label, k in encoders.items() if k == key]
+        made = reused_encoder(folder, key)
+        if made is None:  # the same key gives the same encoder: any of its tricks describes it
+            made = child(f"pretraining for {users[0]}", keys.index(key) - len(keys),
+                         ["--pretrain-for", users[0], "--encoder-out", str(folder)])
+        print(f"{'reused' if made['reused'] else 'pretrained'} encoder {key} for "
+              f"{', '.join(users)}: {made['titles']} titles, {made['epochs']} epochs, masked "
+              f"accuracy {made['masked_accuracy']:.3f}, {made['minutes']:.1f} min", flush=True)
+        return {**made, "path": str(folder)}
+
+    def launch(rank: int, trick: str, seed: int) -> dict:
+        extra, made = ["--trick", trick, "--seed", str(seed)], None
+        if trick in encoders:
+            made = pretraining[encoders[trick]].result()
+            extra += ["--char-encoder", made["path"]]
+        result = child(f"run {trick} seed {seed}", rank, extra)
+        if made:
+            result["char_encoder"] = {k: v for k, v in made.items() if k != "path"}
+        print(f"done: {trick} seed {seed}: test F1 {result['test_f1']:.4f}, dev F1 "
+              f"{result['dev_f1']:.4f} (epoch {result['best_epoch']}), "
+              f"{result['train_minutes']:.1f} min", flush=True)
+        if args.json:  # partial results survive an interrupted comparison
+            with lock, args.json.with_suffix(".partial.jsonl").open("a") as partial:
+                partial.write(json.dumps(result) + "\n")
+        return result
+
+    if encoders:
+        args.pretrain.mkdir(parents=True, exist_ok=True)
+    # a thread per pretraining and per run: they only wait, `slots` bounds the processes
+    with ThreadPoolExecutor(max_workers=max(1, len(keys))) as pre, \
+            ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+        try:
+            pretraining = {key: pre.submit(pretrain, key) for key in keys}
+            runs = [pool.submit(launch, rank, trick, seed)
+                    for rank, (trick, seed) in enumerate(jobs)]
+            return [run.result() for run in runs]
+        except BaseException:  # a failure or Ctrl-C
+            stop("stopped: an earlier run failed or was interrupted")
+            raise
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-file", type=Path, help="BIO file (split as ingest does)")
@@ -445,6 +588,9 @@ def main() -> None:
         return
     if args.pretrain and args.char_encoder:
         parser.error("--pretrain makes the encoders the tricks start from: drop --char-encoder")
+    if args.pretrain and not args.unlabelled:
+        parser.error("--pretrain pretrains on the --unlabelled files plus the train split: name "
+                     "them (the pretrain pipeline's unlabelled_files)")
     if not 0 < args.train_fraction <= 1:
         parser.error(f"--train-fraction must be in (0, 1], got {args.train_fraction}")
     if args.train_fraction < 1 and "distill" in args.tricks:
@@ -472,57 +618,7 @@ def main() -> None:
                    "--train-fraction", str(args.train_fraction),
                    *[f"--set={item}" for item in args.params or []]]
 
-    lock = threading.Lock()
-    slots = threading.Semaphore(max(1, args.jobs))  # processes at a time, pretraining included
-
-    def child(what: str, extra: list[str]) -> dict:
-        with slots:
-            done = subprocess.run([sys.executable, __file__, *passthrough, *extra],
-                                  capture_output=True, text=True,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if done.returncode != 0:
-            sys.exit(f"{what} failed:\n{done.stderr[-3000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    def pretrain(key: str) -> dict:
-        folder = args.pretrain / key
-        users = [label for label, k in encoders.items() if k == key]
-        if (folder / "config.json").is_file():
-            from jd_ner.encoder_files import SavedEncoder
-
-            made = encoder_record(SavedEncoder(folder).info, reused=True)
-        else:
-            made = child(f"pretraining for {users[0]}",
-                         ["--pretrain-for", users[0], "--encoder-out", str(folder)])
-        print(f"{'reused' if made['reused'] else 'pretrained'} encoder {key} for "
-              f"{', '.join(users)}: {made['titles']} titles, {made['epochs']} epochs, masked "
-              f"accuracy {made['masked_accuracy']:.3f}, {made['minutes']:.1f} min", flush=True)
-        return {**made, "path": str(folder)}
-
-    def launch(job):
-        trick, seed = job
-        extra, made = ["--trick", trick, "--seed", str(seed)], None
-        if trick in encoders:
-            made = pretraining[encoders[trick]].result()
-            extra += ["--char-encoder", made["path"]]
-        result = child(f"run {trick} seed {seed}", extra)
-        if made:
-            result["char_encoder"] = {k: v for k, v in made.items() if k != "path"}
-        print(f"done: {trick} seed {seed}: test F1 {result['test_f1']:.4f}, dev F1 "
-              f"{result['dev_f1']:.4f} (epoch {result['best_epoch']}), "
-              f"{result['train_minutes']:.1f} min", flush=True)
-        if args.json:  # partial results survive an interrupted comparison
-            with lock, args.json.with_suffix(".partial.jsonl").open("a") as partial:
-                partial.write(json.dumps(result) + "\n")
-        return result
-
-    if encoders:
-        args.pretrain.mkdir(parents=True, exist_ok=True)
-    # threads only wait here: `slots` bounds the processes
-    with ThreadPoolExecutor(max_workers=max(1, len(set(encoders.values())))) as pre, \
-            ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
-        pretraining = {key: pre.submit(pretrain, key) for key in dict.fromkeys(encoders.values())}
-        results = list(pool.map(launch, jobs))
+    results = run_all(args, jobs, encoders, passthrough)
     results = flattened(results)
     rows = summarise(results)
     print_table(rows)

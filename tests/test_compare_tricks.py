@@ -63,49 +63,109 @@ def test_compare_tricks_scores_an_ensemble_and_each_member_on_a_share_of_the_tra
         "baseline", "baseline/members", "baseline/threshold 0"]
 
 
+def compare_tricks_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_tricks", ROOT / "scripts/compare_tricks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_slots_go_by_rank_and_none_after_a_failure():
+    import threading
+    import time
+
+    import pytest
+
+    slots = compare_tricks_module().Slots(1)
+    order = []
+
+    def take(rank):
+        with slots.taken(rank):
+            order.append(rank)
+
+    with slots.taken(-1):  # held while the others queue up, in another order than their ranks
+        threads = [threading.Thread(target=take, args=(rank,)) for rank in (3, 2, 0, 1)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while len(slots.waiting) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3]
+    slots.fail("run x failed")
+    slots.fail("stopped")  # the first failure is the one reported
+    with pytest.raises(SystemExit, match="run x failed"), slots.taken(7):
+        pass
+
+
 def test_compare_tricks_pretrains_each_distinct_encoder_once_and_reuses_it(tmp_path):
-    from jd_ner.encoder_files import SavedEncoder, texts_digest
+    import shutil
+
+    from jd_ner.encoder_files import WEIGHTS, SavedEncoder, texts_digest
     from jd_ner.pipelines.ingest.nodes import parse_labelled_titles, split_titles
     from jd_ner.text.bio import RawFile
 
     data = write_bio(tmp_path / "train.txt", generate(120, seed=3))
+    params = base_parameters()
+    titles, _ = parse_labelled_titles(RawFile(str(data), data.read_bytes()), params["ingest"])
+    train, dev, test = split_titles(titles, params["ingest"])
+    # unlabelled titles, among them dev and test titles of the split: never pretrained on
+    unlabelled = [t for t, _ in generate(30, seed=9)]
     more = tmp_path / "unlabelled.txt"
-    more.write_text("\n".join(t for t, _ in generate(30, seed=9)) + "\n", encoding="utf-8")
+    more.write_text("\n".join([*unlabelled, *dev["text"][:2], test["text"].iloc[0]]) + "\n",
+                    encoding="utf-8")
     tiny = ["train.optim.epochs=1", "train.model.head.head_size=4", "train.ensemble.members=1",
             "pretrain.optim.epochs=1", "decode.threshold=0",
             *(f"train.model.encoder.{key}={value}" for key, value in ENCODER.items())]
     encoders, out = tmp_path / "encoders", tmp_path / "runs.json"
 
-    def compare(tricks: str) -> subprocess.CompletedProcess:
+    def compare(tricks: str, ok: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run(
             [sys.executable, str(ROOT / "scripts/compare_tricks.py"), "--train-file", str(data),
              "--tricks", tricks, "--seeds", "3", "--jobs", "2", "--threads", "1",
              "--pretrain", str(encoders), "--unlabelled", str(more), "--json", str(out),
              *(f"--set={item}" for item in tiny)], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert (done.returncode == 0) == ok, done.stderr[-3000:]
         return done
 
-    # rdrop changes the objective, not the encoder: it shares the baseline's pretraining
-    done = compare("baseline,baseline[train.model.encoder.lstm_hidden=6],rdrop,scratch")
+    # rdrop changes the objective, not the encoder: it shares the baseline's pretraining;
+    # a pretraining setting, like an encoder setting, makes another encoder
+    wide, masked = "baseline[train.model.encoder.lstm_hidden=6]", "baseline[pretrain.mask_probability=0.3]"
+    done = compare(f"baseline,{wide},{masked},rdrop,scratch")
     runs = {r["trick"]: r for r in json.loads(out.read_text())["runs"]}
     assert "char_encoder" not in runs["scratch"]
-    base, wide, rdrop = (runs[t]["char_encoder"] for t in (
-        "baseline", "baseline[train.model.encoder.lstm_hidden=6]", "rdrop"))
-    assert base == rdrop and base["key"] != wide["key"] and not base["reused"]
-    assert sorted(p.name for p in encoders.iterdir()) == sorted([base["key"], wide["key"]])
-    assert done.stdout.count("pretrained encoder") == 2
-    params = base_parameters()
-    titles, _ = parse_labelled_titles(RawFile(str(data), data.read_bytes()), params["ingest"])
-    train, dev, test = split_titles(titles, params["ingest"])
-    for made, lstm in ((base, ENCODER["lstm_hidden"]), (wide, 6)):
-        info = SavedEncoder(encoders / made["key"]).info
+    made = {t: runs[t]["char_encoder"] for t in ("baseline", wide, masked, "rdrop")}
+    assert made["baseline"] == made["rdrop"] and not made["baseline"]["reused"]
+    keys = {made[t]["key"] for t in ("baseline", wide, masked)}
+    assert len(keys) == 3 and sorted(p.name for p in encoders.iterdir()) == sorted(keys)
+    assert done.stdout.count("pretrained encoder") == 3
+    for trick, lstm, mask in (("baseline", ENCODER["lstm_hidden"], 0.15), (wide, 6, 0.15),
+                              (masked, ENCODER["lstm_hidden"], 0.3)):
+        info = SavedEncoder(encoders / made[trick]["key"]).info
         assert info["run_inputs"]["encoder"]["lstm_hidden"] == lstm
+        assert info["mask_probability"] == mask
         assert info["train_split"] == texts_digest(train["text"])
-        assert made["epochs"] == 1
-    # the unlabelled titles and the train split, never the split's dev or test titles
-    assert base["titles"] == len({*train["text"], *(t for t, _ in generate(30, seed=9))}
-                                 - {*dev["text"], *test["text"]})
+        assert made[trick]["epochs"] == 1
+    # the unlabelled titles and the whole train split, never the split's dev or test titles
+    assert made["baseline"]["titles"] == len({*train["text"], *unlabelled}
+                                             - {*dev["text"], *test["text"]})
     again = compare("baseline")
     assert "reused encoder" in again.stdout and "pretrained encoder" not in again.stdout
-    reused = json.loads(out.read_text())["runs"][0]["char_encoder"]
-    assert reused == {**base, "reused": True}
+    assert json.loads(out.read_text())["runs"][0]["char_encoder"] == {**made["baseline"],
+                                                                      "reused": True}
+    # a folder that holds other weights than its key's is refused, not reused
+    shutil.copy(encoders / made[wide]["key"] / WEIGHTS, encoders / made["baseline"]["key"] / WEIGHTS)
+    refused = compare("baseline", ok=False)
+    assert "its weights are not the ones pretrained: move it away" in refused.stderr
+
+
+def test_compare_tricks_pretrain_needs_unlabelled_titles_and_no_char_encoder(tmp_path):
+    script = [sys.executable, str(ROOT / "scripts/compare_tricks.py"), "--train-file", "t.txt",
+              "--pretrain", str(tmp_path)]
+    for extra, message in ((["--unlabelled", "u.txt", "--char-encoder", "e"], "drop --char-encoder"),
+                           ([], "name them")):
+        done = subprocess.run([*script, *extra], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr

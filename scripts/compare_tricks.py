@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -172,25 +172,30 @@ def pretrain_one(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     params, config, _ = resolved(args, args.pretrain_for)
     train, dev, test = whole_split(args, params)
-    # no saved encoders are passed, so nothing is reused; the parent reuses DIR/<key>
-    settings = {**params["pretrain"],
-                "optim": {**params["pretrain"]["optim"], "progress": False, "resume": "never"}}
-    with tempfile.TemporaryDirectory() as tmp:
-        encoder, _ = pretrain_char_encoder(pretraining_corpus(args, train, dev, test), train,
-                                           config, settings, params["features"],
-                                           CheckpointStore(tmp))
+    # no saved encoders are passed, so nothing is reused; the parent reuses DIR/<key>. An
+    # interrupted pretraining left its checkpoint under DIR (pretrain.optim.resume: auto)
+    settings = {**params["pretrain"], "optim": {**params["pretrain"]["optim"], "progress": False}}
+    store = args.encoder_out.parent / PRETRAINING_CHECKPOINTS
+    encoder, _ = pretrain_char_encoder(pretraining_corpus(args, train, dev, test), train,
+                                       config, settings, params["features"],
+                                       CheckpointStore(store))
     if encoder.info["run_key"] != args.encoder_out.name:
         sys.exit(f"{args.pretrain_for}: pretrained encoder {encoder.info['run_key']}, but "
                  f"{args.encoder_out.name} was planned (the settings changed in between?)")
     save_pretrained_encoder(encoder, args.encoder_out)
+    with suppress(OSError):  # gone once no other pretraining has a checkpoint there
+        store.rmdir()
     return encoder_record(encoder.info, reused=False)
+
+
+PRETRAINING_CHECKPOINTS = ".pretraining"  # under DIR, beside the finished encoders
 
 
 def encoder_record(info: dict, reused: bool) -> dict:
     """What a run's record says of its encoder (``char_encoder``)."""
     return {"key": info["run_key"], "titles": info["titles"], "epochs": info["epochs"],
             "minutes": info["minutes"], "masked_accuracy": info["final_masked_accuracy"],
-            "reused": reused}
+            "resumed_from": info.get("resumed_from"), "reused": reused}
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -498,7 +503,9 @@ def run_all(args: argparse.Namespace, jobs: list[tuple[str, int]], encoders: dic
                          ["--pretrain-for", users[0], "--encoder-out", str(folder)])
         print(f"{'reused' if made['reused'] else 'pretrained'} encoder {key} for "
               f"{', '.join(users)}: {made['titles']} titles, {made['epochs']} epochs, masked "
-              f"accuracy {made['masked_accuracy']:.3f}, {made['minutes']:.1f} min", flush=True)
+              f"accuracy {made['masked_accuracy']:.3f}, {made['minutes']:.1f} min"
+              + (f" (resumed from {made['resumed_from']})" if made["resumed_from"] else ""),
+              flush=True)
         return {**made, "path": str(folder)}
 
     def launch(rank: int, trick: str, seed: int) -> dict:

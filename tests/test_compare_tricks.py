@@ -169,3 +169,66 @@ def test_compare_tricks_pretrain_needs_unlabelled_titles_and_no_char_encoder(tmp
                            ([], "name them")):
         done = subprocess.run([*script, *extra], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr
+
+
+class Interrupted(Exception):
+    """Stands for the process being killed once its first checkpoint is on disk."""
+
+
+def test_compare_tricks_resumes_an_interrupted_pretraining(tmp_path):
+    import argparse
+    import importlib.util
+
+    from jd_ner.checkpoints import RunCheckpoint
+    from jd_ner.encoder_files import SavedEncoder
+    from jd_ner.pipelines.pretrain.nodes import pretrain_char_encoder
+
+    spec = importlib.util.spec_from_file_location("compare_tricks", ROOT / "scripts/compare_tricks.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    data = write_bio(tmp_path / "train.txt", generate(80, seed=3))
+    more = tmp_path / "unlabelled.txt"
+    more.write_text("\n".join(t for t, _ in generate(40, seed=9)) + "\n", encoding="utf-8")
+    settings = ["pretrain.optim.epochs=2", "pretrain.optim.batch_size=16",
+                *(f"train.model.encoder.{key}={value}" for key, value in ENCODER.items())]
+    args = argparse.Namespace(conf=ROOT / "conf", params=settings, device=None, train_file=data,
+                              unlabelled=[more])
+    params, config, _ = compare.resolved(args, "single")
+    train, dev, test = compare.whole_split(args, params)
+    key = compare.encoder_keys(args, ["single"])["single"]
+
+    class KilledAfterFirstSave(RunCheckpoint):
+        def save(self, state: dict) -> None:
+            super().save(state)
+            raise Interrupted
+
+    class Store(CheckpointStore):
+        def for_run(self, key: str, every: int, resume: str) -> RunCheckpoint:
+            return KilledAfterFirstSave(self.root / key, 1, resume)
+
+    # the first pretraining dies after its first step, its checkpoint under DIR
+    encoders = tmp_path / "encoders"
+    try:
+        pretrain_char_encoder(compare.pretraining_corpus(args, train, dev, test), train, config,
+                              {**params["pretrain"], "optim": {**params["pretrain"]["optim"],
+                                                               "progress": False}},
+                              params["features"], Store(str(encoders / compare.PRETRAINING_CHECKPOINTS)))
+    except Interrupted:
+        pass
+    assert (encoders / compare.PRETRAINING_CHECKPOINTS / f"pretrain-{key}" / "last.pt").is_file()
+
+    def pretrain(folder):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/compare_tricks.py"), "--train-file", str(data),
+             "--pretrain-for", "single", "--encoder-out", str(folder / key), "--threads", "1",
+             "--unlabelled", str(more), *(f"--set={item}" for item in settings)],
+            capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    resumed, fresh = pretrain(encoders), pretrain(tmp_path / "fresh")
+    assert resumed["resumed_from"] == "epoch 1, batch 1" and fresh["resumed_from"] is None
+    # the resumed pretraining ends where an uninterrupted one does, and leaves no checkpoint
+    assert (SavedEncoder(encoders / key).info["weights_sha256"]
+            == SavedEncoder(tmp_path / "fresh" / key).info["weights_sha256"])
+    assert sorted(p.name for p in encoders.iterdir()) == [key]

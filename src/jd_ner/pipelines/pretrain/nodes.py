@@ -185,6 +185,7 @@ def pretrain_char_encoder(unlabelled: pd.DataFrame, train_titles: pd.DataFrame, 
             "char_vocab_size": len(char_vocab),
             "bigram_vocab_size": len(bigram_vocab) if bigram_vocab else 0}
     info["train_split"] = texts_digest(train_titles["text"])
+    info["resumed_from"] = result.resumed_from  # then ``minutes`` are the resumed part's
     info.update(run_key=key, run_inputs=inputs, history=result.history)
     info["summary"] = (f"{info['titles']} titles, {info['epochs']} epochs, masked-character "
                        f"accuracy {info['final_masked_accuracy']:.3f}")

@@ -159,6 +159,9 @@ def encoder_keys(args: argparse.Namespace, labels: list[str]) -> dict[str, str]:
     return keys
 
 
+PRETRAINING_CHECKPOINTS = ".pretraining"  # under DIR, beside the finished encoders
+
+
 def pretrain_one(args: argparse.Namespace) -> dict:
     """Pretrain the encoder that trick ``--pretrain-for`` starts from, as the pretrain
     pipeline would, into ``--encoder-out``; what it cost and reached."""
@@ -186,9 +189,6 @@ def pretrain_one(args: argparse.Namespace) -> dict:
     with suppress(OSError):  # gone once no other pretraining has a checkpoint there
         store.rmdir()
     return encoder_record(encoder.info, reused=False)
-
-
-PRETRAINING_CHECKPOINTS = ".pretraining"  # under DIR, beside the finished encoders
 
 
 def encoder_record(info: dict, reused: bool) -> dict:

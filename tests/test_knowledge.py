@@ -116,16 +116,17 @@ def test_masked_char_loss_is_the_cross_entropy_of_the_chosen_characters():
 def test_pretraining_learns_to_restore_characters(tmp_path):
     texts = ["小米手机壳", "华为充电器"] * 40
     unlabelled = titles(texts)
-    params = {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2,
+    params = {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2, "dropout": 0.1,
               "optim": {"epochs": 12, "batch_size": 16, "learning_rate": 1e-2, "amp": False,
                         "progress": False, "device": "cpu", "resume": "never"}}
-    train = {"model": {"encoder": TINY_MODEL["encoder"]}}
+    train = {"model": {"encoder": {**TINY_MODEL["encoder"], "dropout": 0.4}}}  # training's
     split = titles(["小米手机壳"])
     encoder, history = pretrain_char_encoder(unlabelled, split, train, params, tiny_features(),
                                              CheckpointStore(str(tmp_path)))
     assert history["masked_accuracy"].iloc[-1] > 0.6 > history["masked_accuracy"].iloc[0]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert encoder.info["titles"] == 80 and encoder.encoder.init == "scratch"
+    assert encoder.encoder.dropout == 0.1  # pretrain.dropout
     assert "小" in encoder.char_vocab["tokens"] and "米手" in encoder.bigram_vocab["tokens"]
     assert encoder.info["train_split"] == texts_digest(["小米手机壳"])
     assert encoder.info["weights_sha256"] == weights_digest(encoder.state)
@@ -142,7 +143,7 @@ def test_the_pretraining_checkpoint_key_ignores_run_control_only(tmp_path):
     def key_of(**changes):
         optim = {"epochs": 1, "batch_size": 8, "amp": False, "progress": False, "device": "cpu",
                  "resume": "auto", **changes}
-        params = {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2,
+        params = {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2, "dropout": 0.1,
                   "optim": optim}
         pretrain_char_encoder(titles(TEXTS), titles(TEXTS[:1]),
                               {"model": {"encoder": TINY_MODEL["encoder"]}}, params,
@@ -152,6 +153,23 @@ def test_the_pretraining_checkpoint_key_ignores_run_control_only(tmp_path):
     plain = key_of()
     assert key_of(resume="required", progress=True, threads=1, checkpoint_every=7) == plain
     assert key_of(learning_rate=0.5) != plain and key_of(seed=3) != plain
+
+
+def test_the_encoder_pretrains_with_its_own_dropout_and_training_s_dropout_keeps_its_key():
+    from jd_ner.pipelines.pretrain.nodes import pretraining_key
+
+    params = {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2,
+              "dropout": 0.1, "optim": {"epochs": 1}}
+
+    def key(encoder_dropout=0.1, **changes):
+        config = {"model": {"encoder": {**TINY_MODEL["encoder"], "dropout": encoder_dropout}}}
+        return pretraining_key(config, {**params, **changes}, tiny_features(), TEXTS)
+
+    plain, inputs = key()
+    assert inputs["encoder"]["dropout"] == 0.1 and "dropout" not in inputs["pretrain"]
+    assert key(encoder_dropout=0.3)[0] == plain  # fine-tuning's dropout: the same encoder
+    other, inputs = key(dropout=0.3)  # pretraining's own: another encoder, pretrained at 0.3
+    assert other != plain and inputs["encoder"]["dropout"] == 0.3
 
 
 def test_a_matching_saved_encoder_is_reused_and_any_other_setting_pretrains_again(tmp_path, caplog):
@@ -164,7 +182,7 @@ def test_a_matching_saved_encoder_is_reused_and_any_other_setting_pretrains_agai
     from jd_ner.pipelines.pretrain.nodes import char_encoder_for_training
 
     def params(**changes):
-        return {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2,
+        return {"char_min_count": 1, "bigram_min_count": 1, "mask_probability": 0.2, "dropout": 0.1,
                 "optim": {"epochs": 1, "batch_size": 8, "amp": False, "progress": False,
                           "device": "cpu", "resume": "never"}, **changes}
 

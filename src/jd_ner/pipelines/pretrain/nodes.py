@@ -74,8 +74,11 @@ def pretraining_key(config: dict, params: dict, features: dict, texts) -> tuple[
     """What a pretrained encoder depends on, and its digest: the encoder's settings, the
     pretraining settings (run control such as resume, threads or device left out), the
     window, and the titles. Two runs with the same key compute the same encoder."""
-    cfg = EncoderConfig(**{**config["model"]["encoder"], "init": "scratch"})
-    settings = {**{k: v for k, v in params.items() if k != "reuse"},
+    # the encoder pretrains with its own dropout: fine-tuning's (model.encoder.dropout) is a
+    # training setting, and changing it reuses the same encoder
+    cfg = EncoderConfig(**{**config["model"]["encoder"], "init": "scratch",
+                           "dropout": float(params["dropout"])})
+    settings = {**{k: v for k, v in params.items() if k not in ("reuse", "dropout")},
                 "optim": {k: v for k, v in params["optim"].items() if k not in NOT_IN_RUN_KEY}}
     inputs = {"encoder": cfg.to_dict(), "pretrain": settings,
               "window": [features["max_chars"], features["window_stride"]]}
